@@ -1,0 +1,115 @@
+"""Image records and re-ID datasets: the first step of the data flow.
+
+dataset folder → parser → :class:`ReIDDataset` (lists of :class:`ImageRecord`) → loader.
+
+Identity conventions (shared by every parser):
+
+* ``pid == -1`` marks junk images; parsers drop them.
+* ``pid == 0`` marks distractors (Market-1501); they stay in the gallery as negatives
+  and never become training identities.
+* ``camid`` is 0-based; ``UNKNOWN_CAMERA`` (-1) when a dataset has no camera ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
+UNKNOWN_CAMERA = -1
+JUNK_PID = -1
+DISTRACTOR_PID = 0
+SPLITS = ("train", "query", "gallery")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as asked (missing folders, wrong layout, bad files)."""
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One image of a re-ID dataset.
+
+    Attributes:
+        path: path of the image file (absolute when produced by a parser).
+        pid: identity as found in the dataset (not relabelled; see module doc).
+        camid: 0-based camera index, or ``UNKNOWN_CAMERA``.
+        dataset: name of the dataset it comes from (e.g. ``market1501``).
+        trackid: tracklet index for video datasets (MARS), else -1.
+        dsetid: index of the source dataset inside a combined (multi-source) set.
+    """
+
+    path: str
+    pid: int
+    camid: int = UNKNOWN_CAMERA
+    dataset: str = ""
+    trackid: int = -1
+    dsetid: int = 0
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    num_pids: int
+    num_images: int
+    num_cams: int
+
+    @classmethod
+    def of(cls, records: Sequence[ImageRecord]) -> "SplitStats":
+        pids = {r.pid for r in records}
+        cams = {r.camid for r in records if r.camid != UNKNOWN_CAMERA}
+        return cls(len(pids), len(records), len(cams))
+
+
+@dataclass
+class ReIDDataset:
+    """A re-ID dataset: train / query / gallery record lists plus metadata.
+
+    ``info`` carries choices that change the numbers (e.g. MSMT17's ``train`` vs
+    ``train+val``) so that results can record them.
+    """
+
+    name: str
+    root: Path
+    train: list[ImageRecord] = field(default_factory=list)
+    query: list[ImageRecord] = field(default_factory=list)
+    gallery: list[ImageRecord] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> list[ImageRecord]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def stats(self) -> dict[str, SplitStats]:
+        return {s: SplitStats.of(self.split(s)) for s in SPLITS}
+
+    def summary_table(self, title: str | None = None):
+        """A rich table of identities / images / cameras per split."""
+        from rich.table import Table
+
+        table = Table(title=title or f"{self.name} ({self.root})")
+        table.add_column("split")
+        table.add_column("identities", justify="right")
+        table.add_column("images", justify="right")
+        table.add_column("cameras", justify="right")
+        for split, st in self.stats().items():
+            table.add_row(split, f"{st.num_pids:,}", f"{st.num_images:,}", str(st.num_cams))
+        return table
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{s}={st.num_pids}ids/{st.num_images}imgs" for s, st in self.stats().items())
+        return f"ReIDDataset({self.name!r}, {parts})"
+
+
+def relabel(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], dict[int, int]]:
+    """Map identities to 0..N-1 in sorted order of the original ids; returns records and the map."""
+    records = list(records)
+    mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
+    from dataclasses import replace
+
+    return [replace(r, pid=mapping[r.pid]) for r in records], mapping

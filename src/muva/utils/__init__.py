@@ -1,0 +1,1 @@
+"""Small shared helpers (progress bars, atomic file writes, seeding)."""
