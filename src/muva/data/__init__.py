@@ -1,9 +1,9 @@
 """Data: records, dataset parsers, samplers, transforms and the synthetic generator.
 
-dataset folder → :func:`load_dataset` → :class:`ReIDDataset` of :class:`ImageRecord` → loader.
+dataset name or folder → :func:`open_dataset` / :func:`load_dataset` → :class:`ReIDDataset` of :class:`ImageRecord` → loader.
 """
 
-from muva.data.datasets import DATASETS, data_root, load_dataset
+from muva.data.datasets import DATASETS, STANDARD_DATASETS, data_root, load_dataset, open_dataset
 from muva.data.records import (
     DISTRACTOR_PID,
     JUNK_PID,
@@ -23,8 +23,10 @@ __all__ = [
     "DatasetError",
     "ImageRecord",
     "ReIDDataset",
+    "STANDARD_DATASETS",
     "SplitStats",
     "data_root",
     "load_dataset",
+    "open_dataset",
     "relabel",
 ]

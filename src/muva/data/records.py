@@ -21,6 +21,9 @@ UNKNOWN_CAMERA = -1
 JUNK_PID = -1
 DISTRACTOR_PID = 0
 SPLITS = ("train", "query", "gallery")
+# Source splits a training set may draw from: ``train`` or ``all`` (train + query + gallery,
+# as Protocols 1 and 3 use).
+SOURCE_SPLITS = ("train", "all")
 
 
 class DatasetError(ValueError):
@@ -28,6 +31,10 @@ class DatasetError(ValueError):
 
 
 def is_image_file(path: str | Path) -> bool:
+    """True for a non-hidden file name with an image suffix (``._x.jpg`` macOS forks are not images)."""
+    name = Path(path).name
+    if name.startswith("."):
+        return False
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
@@ -85,6 +92,20 @@ class ReIDDataset:
             raise ValueError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
         return getattr(self, name)
 
+    def records(self, split: str) -> list[ImageRecord]:
+        """Records of ``train`` / ``query`` / ``gallery``, or ``all`` (the three concatenated)."""
+        if split == "all":
+            return self.train + self.query + self.gallery
+        return self.split(split)
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({r.pid for r in self.train})
+
+    @property
+    def num_train_cams(self) -> int:
+        return len({r.camid for r in self.train if r.camid != UNKNOWN_CAMERA})
+
     def stats(self) -> dict[str, SplitStats]:
         return {s: SplitStats.of(self.split(s)) for s in SPLITS}
 
@@ -104,6 +125,11 @@ class ReIDDataset:
     def __repr__(self) -> str:
         parts = ", ".join(f"{s}={st.num_pids}ids/{st.num_images}imgs" for s, st in self.stats().items())
         return f"ReIDDataset({self.name!r}, {parts})"
+
+
+def drop_unusable_train(records: Iterable[ImageRecord]) -> list[ImageRecord]:
+    """Records that may serve as training identities: junk (-1) and distractors (0) removed."""
+    return [r for r in records if r.pid not in (JUNK_PID, DISTRACTOR_PID)]
 
 
 def relabel(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], dict[int, int]]:

@@ -2,10 +2,17 @@
 
 Each entry is a callable ``parser(root: Path, **options) -> ReIDDataset``; ``root`` is the
 data root (``--root`` or ``$MUVA_DATA``) under which the dataset's own folder lives.
+
+:func:`open_dataset` is the one entry point for users: a registered name (``market1501``,
+``dukemtmcreid``, ``msmt17``, ``cuhk03np``, ``cuhk02``, ``cuhksysu``, ``viper``,
+``prid2011``, ``grid``, ``ilids``, ``mars``, ``custom``), or a path to a Market-layout
+folder, a MARS-layout folder or a synthetic domain written by ``muva synth``
+(``synth:/path`` also works).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,6 +23,18 @@ DATASETS = Registry("dataset")
 
 # Importing the modules registers their parsers.
 from muva.data.datasets import market1501  # noqa: E402,F401
+from muva.data.datasets import market_style  # noqa: E402,F401
+from muva.data.datasets import msmt17  # noqa: E402,F401
+from muva.data.datasets import image_sets  # noqa: E402,F401
+from muva.data.datasets import small_targets  # noqa: E402,F401
+from muva.data.datasets import mars  # noqa: E402,F401
+from muva.data.datasets import custom  # noqa: E402,F401
+
+# Datasets with an official layout (everything but ``custom``), in the order of REFERENCE.md §2.
+STANDARD_DATASETS = (
+    "market1501", "dukemtmcreid", "msmt17", "cuhk03np", "cuhk02", "cuhksysu",
+    "viper", "prid2011", "grid", "ilids", "mars",
+)
 
 
 def data_root(root: str | Path | None = None) -> Path:
@@ -27,9 +46,106 @@ def data_root(root: str | Path | None = None) -> Path:
 
 
 def load_dataset(name: str, root: str | Path | None = None, **options) -> ReIDDataset:
-    """Parse a registered dataset by name (``DATASETS.names()`` lists them)."""
+    """Parse a registered dataset by name (``DATASETS.names()`` lists them).
+
+    Unknown options are an error naming the options the parser accepts.
+    """
+    import inspect
+
     parser = DATASETS.get(name)
+    if options:
+        params = inspect.signature(parser).parameters
+        unknown = [k for k in options if k not in params]
+        if unknown:
+            accepted = [p for p in params if p != "root"]
+            raise DatasetError(
+                f"dataset {DATASETS.canonical(name)!r} has no option {', '.join(map(repr, unknown))}; "
+                f"accepted: {', '.join(accepted) or 'none'}"
+            )
     return parser(data_root(root), **options)
 
 
-__all__ = ["DATASETS", "DatasetError", "load_dataset", "data_root"]
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or os.sep in spec or spec.startswith((".", "~")) or Path(spec).expanduser().exists()
+
+
+def open_path(path: str | Path, name: str | None = None) -> ReIDDataset:
+    """A dataset given by its folder: a synthetic domain, a Market-layout or a MARS-layout folder.
+
+    The dataset name is ``domain.json``'s ``name`` (prefixed ``synth-``) for a synthetic
+    domain, else ``name`` or the folder's name, so that combined sets keep domains apart.
+    """
+    from muva.data.datasets.layout import locate
+    from muva.data.datasets.market1501 import MARKET_FOLDERS, MARKET_NESTINGS, read_market_layout
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise DatasetError(f"dataset folder {folder} does not exist")
+    if (folder / "synth.json").is_file() and not (folder / "bounding_box_train").is_dir():
+        domains = sorted(p.name for p in folder.iterdir() if (p / "domain.json").is_file() or (p / "bounding_box_train").is_dir())
+        raise DatasetError(
+            f"{folder} is a synthetic benchmark holding several domains ({', '.join(domains) or 'none found'}); "
+            f"open one of them (e.g. {folder / (domains[0] if domains else 'domain_0')}) or combine several "
+            "with muva.data.multisource.combine"
+        )
+    info: dict = {"path": str(folder)}
+    if (folder / "domain.json").is_file():
+        try:
+            meta = json.loads((folder / "domain.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{folder / 'domain.json'} is not valid JSON: {exc}") from None
+        dname = str(meta.get("name") or folder.name) if isinstance(meta, dict) else folder.name
+        name = name or (dname if dname.startswith("synth") else f"synth-{dname}")
+        info.update(synthetic=True, domain=meta if isinstance(meta, dict) else {})
+        if (folder / "parts.jsonl").is_file():
+            info["parts_jsonl"] = str(folder / "parts.jsonl")
+    if (folder / "bbox_train").is_dir() and (folder / "bbox_test").is_dir():
+        ds = DATASETS.get("mars")(folder)
+        ds.name = name or folder.name
+        ds.info.update(info)
+        return ds
+    market = locate(folder, f"dataset at {folder}", list(MARKET_FOLDERS.values()), MARKET_NESTINGS)
+    return read_market_layout(market, name or folder.name, info=info)
+
+
+def open_dataset(spec: str | Path | ReIDDataset, root: str | Path | None = None, **options) -> ReIDDataset:
+    """Open a dataset from a name, a path, or ``synth:PATH``; returns a :class:`ReIDDataset`.
+
+    * a registered name (or alias): parsed under ``root`` / ``$MUVA_DATA`` with ``options``
+      (e.g. ``variant="labeled"`` for CUHK03-NP, ``train_split="train+val"`` for MSMT17,
+      ``split=3`` for VIPeR/PRID/GRID/iLIDS, ``pattern=``/``csv=`` for ``custom``);
+    * ``synth:PATH`` or a path: see :func:`open_path` (``name=`` overrides the name);
+    * a :class:`ReIDDataset`: returned unchanged.
+    """
+    if isinstance(spec, ReIDDataset):
+        return spec
+    if not (isinstance(spec, str) and spec in DATASETS) and set(options) - {"name"}:
+        raise DatasetError(
+            f"a dataset given by path accepts only the option 'name' (got {', '.join(sorted(options))}); "
+            "use a registered name (e.g. 'custom') for parser options"
+        )
+    if isinstance(spec, Path):
+        return open_path(spec, **options)
+    spec = str(spec)
+    if spec.startswith("synth:"):
+        return open_path(spec[len("synth:"):], **options)
+    if spec in DATASETS:
+        return load_dataset(spec, root, **options)
+    if _looks_like_path(spec):
+        return open_path(spec, **options)
+    try:
+        DATASETS.canonical(spec)
+    except KeyError as exc:  # names close matches and every dataset
+        raise DatasetError(f"{exc.args[0]} (or give a path to a dataset folder)") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+__all__ = [
+    "DATASETS",
+    "STANDARD_DATASETS",
+    "DatasetError",
+    "data_root",
+    "load_dataset",
+    "open_dataset",
+    "open_path",
+]

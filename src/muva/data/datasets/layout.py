@@ -1,11 +1,19 @@
-"""Finding a dataset's folder among the nestings people actually have, with clear errors."""
+"""Finding a dataset's folder among the nestings people actually have, with clear errors.
+
+Archives unpack in many ways: ``ROOT/Market-1501-v15.09.15/``, ``ROOT/market1501/``,
+``ROOT/market1501/Market-1501-v15.09.15/`` or the split folders directly in ``ROOT``.
+:func:`nestings` builds that list from a dataset's known folder names and :func:`locate`
+returns the first one holding the expected entries, or raises one :class:`DatasetError`
+that names the expected entries, where they were looked for, and what was found instead.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from muva.data.records import DatasetError
+from muva.data.records import DatasetError, is_image_file
 
 
 def _listing(folder: Path, limit: int = 12) -> str:
@@ -21,14 +29,42 @@ def _listing(folder: Path, limit: int = 12) -> str:
     return f"found in {folder}: {', '.join(names)}{more}"
 
 
+def nestings(*names: str) -> tuple[str, ...]:
+    """Relative folders to try for a dataset known under ``names``.
+
+    ``""`` (the root itself) first, then each name, then each name inside each name
+    (``market1501/Market-1501-v15.09.15``, ``DukeMTMC-reID/DukeMTMC-reID`` from zips that
+    repeat their folder), duplicates removed, order kept.
+    """
+    out = ["", *names]
+    out += [f"{a}/{b}" for a in names for b in names]
+    return tuple(dict.fromkeys(out))
+
+
+def _fmt_required(required: Sequence[str]) -> str:
+    return ", ".join(r if "." in Path(r).name else r + "/" for r in required)
+
+
+def _fmt_nestings(nestings: Sequence[str], limit: int = 6) -> str:
+    subs = [n + "/" for n in nestings if n]
+    if len(subs) <= limit:
+        return ", ".join(subs)
+    return ", ".join(subs[:limit]) + f", … ({len(subs) - limit} more combinations of these names)"
+
+
 def locate(root: Path, label: str, required: Sequence[str], nestings: Sequence[str]) -> Path:
     """Return the first of ``root/<nesting>`` that holds every path in ``required``.
 
-    ``nestings`` are relative folder names tried in order ("" = ``root`` itself); a
+    ``nestings`` are relative folder names tried in order (``""`` = ``root`` itself); a
     ``*`` component matches any single folder.  When none matches, the error names
     the expected entries, every place tried, and what was actually found.
     """
     root = Path(root)
+    if not root.exists():
+        raise DatasetError(
+            f"{label}: the data root {root} does not exist; pass --root (or set MUVA_DATA) to the folder "
+            f"that holds {_fmt_required(required)} or one of {_fmt_nestings(nestings)}."
+        )
     tried: list[Path] = []
     for nest in nestings:
         candidates = sorted(root.glob(nest)) if "*" in nest else [root / nest if nest else root]
@@ -37,14 +73,64 @@ def locate(root: Path, label: str, required: Sequence[str], nestings: Sequence[s
             if cand.is_dir() and all((cand / r).exists() for r in required):
                 return cand
     # Not found: report the closest candidate (the one with most of the required entries).
-    best = max(tried, key=lambda c: sum((c / r).exists() for r in required), default=root)
+    existing = [t for t in dict.fromkeys(tried) if t.is_dir()]
+    best = max(existing, key=lambda c: sum((c / r).exists() for r in required), default=root)
+    if not any((best / r).exists() for r in required):
+        # Nothing holds any expected entry: show the deepest existing folder on the way
+        # (e.g. ``cuhk03-np/`` holding ``labeled/`` when ``detected/`` was asked for).
+        ancestors = [a for t in tried for a in (t, *t.parents) if a.is_dir() and root in (a, *a.parents)]
+        best = max(ancestors, key=lambda a: len(a.parts), default=root)
     missing = [r for r in required if not (best / r).exists()]
-    places = ", ".join(str(t) for t in dict.fromkeys(tried))
-    msg = (
-        f"{label}: expected {', '.join(r + '/' if '.' not in r else r for r in required)} "
-        f"under one of: {places}. "
-    )
-    if best.exists() and missing and len(missing) < len(required):
-        msg += f"Closest match {best} lacks {', '.join(missing)}; "
-    msg += _listing(best if best.exists() else root) + "."
+    msg = f"{label} not found: expected {_fmt_required(required)} in {root}"
+    if any(nestings):
+        msg += f" or in one of its sub-folders {_fmt_nestings(nestings)}"
+    msg += ". "
+    if best != root and missing and len(missing) < len(required):
+        msg += f"Closest match {best} lacks {_fmt_required(missing)}; "
+    elif missing and len(missing) < len(required):
+        msg += f"{root} has only some of them (missing {_fmt_required(missing)}); "
+    msg += _listing(best) + "."
     raise DatasetError(msg)
+
+
+def image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` sorted by path (hidden and non-image files ignored).
+
+    Non-recursive by default: stray sub-folders inside a split folder are not read.
+    """
+    folder = Path(folder)
+    out: list[Path] = []
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        with os.scandir(current) as it:
+            for entry in it:
+                if entry.is_dir():
+                    if recursive and not entry.name.startswith("."):
+                        stack.append(Path(entry.path))
+                elif entry.is_file() and is_image_file(entry.name):
+                    out.append(Path(entry.path))
+    out.sort()
+    return out
+
+
+def require_dir(path: Path, label: str, hint: str = "") -> Path:
+    """``path`` when it is a folder, else a :class:`DatasetError` listing its parent."""
+    if not Path(path).is_dir():
+        raise DatasetError(f"{label}: expected folder {path}{hint}; {_listing(Path(path).parent)}.")
+    return Path(path)
+
+
+def require_file(path: Path, label: str, hint: str = "") -> Path:
+    """``path`` when it is a file, else a :class:`DatasetError` listing its parent."""
+    if not Path(path).is_file():
+        raise DatasetError(f"{label}: expected file {path}{hint}; {_listing(Path(path).parent)}.")
+    return Path(path)
+
+
+def first_existing(folder: Path, names: Iterable[str]) -> Path | None:
+    """The first ``folder/name`` that exists, or None."""
+    for name in names:
+        if (Path(folder) / name).exists():
+            return Path(folder) / name
+    return None

@@ -2,7 +2,12 @@
 
 Layout: ``bounding_box_train/``, ``query/``, ``bounding_box_test/`` holding files named
 ``PPPP_cC...jpg`` (identity ``PPPP``, 1-based camera ``C``).  ``-1`` identities are junk
-and dropped; ``0`` (distractors) stays in the gallery.
+and dropped; ``0`` (distractors) stays in the gallery and is dropped from ``train``.
+
+Files that are not images (``Thumbs.db``, ``.txt``), hidden files (``._0002_c1….jpg``
+macOS forks) and sub-folders inside a split folder are ignored.  Images whose names do
+not follow the pattern (a stray ``readme.jpg``) are skipped and listed in
+``dataset.info["skipped"]`` so that ``muva data check`` can show them.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import re
 from pathlib import Path
 
 from muva.data.datasets import DATASETS
-from muva.data.datasets.layout import locate
-from muva.data.records import JUNK_PID, DatasetError, ImageRecord, ReIDDataset, is_image_file
+from muva.data.datasets.layout import image_files, locate, nestings
+from muva.data.records import DISTRACTOR_PID, JUNK_PID, DatasetError, ImageRecord, ReIDDataset
 
 MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
@@ -26,19 +31,32 @@ def parse_market_filename(name: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2)) - 1
 
 
-def parse_market_folder(folder: Path, dataset: str, *, keep_distractors: bool = True) -> list[ImageRecord]:
+def parse_market_folder(
+    folder: Path,
+    dataset: str,
+    *,
+    keep_distractors: bool = True,
+    skipped: list[str] | None = None,
+    pid_offset: int = 0,
+) -> list[ImageRecord]:
     """Records of one Market-style folder, sorted by path; junk (-1) dropped.
 
-    Non-image files are ignored; an image whose name does not parse is an error that
-    names it (a misplaced file would otherwise silently shift the statistics).
+    Non-image and hidden files are ignored; images whose names do not parse are
+    appended to ``skipped`` (when given) instead of becoming records.  ``pid_offset``
+    is added to every real identity (used where a dataset numbers identities from 0).
     """
     records = []
-    for path in sorted(Path(folder).iterdir()):
-        if not path.is_file() or not is_image_file(path):
+    for path in image_files(folder):
+        m = _MARKET_NAME.match(path.name)
+        if not m:
+            if skipped is not None:
+                skipped.append(str(path))
             continue
-        pid, cam = parse_market_filename(path.name)
-        if pid == JUNK_PID or (pid == 0 and not keep_distractors):
+        pid, cam = int(m.group(1)), int(m.group(2)) - 1
+        if pid == JUNK_PID or (pid == DISTRACTOR_PID and not keep_distractors):
             continue
+        if pid > 0:
+            pid += pid_offset
         records.append(ImageRecord(str(path), pid, cam, dataset))
     return records
 
@@ -46,17 +64,22 @@ def parse_market_folder(folder: Path, dataset: str, *, keep_distractors: bool = 
 def read_market_layout(folder: Path, name: str, info: dict | None = None) -> ReIDDataset:
     """Parse a folder that directly holds the three Market-style split folders."""
     folder = Path(folder)
-    return ReIDDataset(
+    skipped: list[str] = []
+    ds = ReIDDataset(
         name=name,
         root=folder,
-        train=parse_market_folder(folder / MARKET_FOLDERS["train"], name, keep_distractors=False),
-        query=parse_market_folder(folder / MARKET_FOLDERS["query"], name),
-        gallery=parse_market_folder(folder / MARKET_FOLDERS["gallery"], name),
+        train=parse_market_folder(folder / MARKET_FOLDERS["train"], name, keep_distractors=False, skipped=skipped),
+        query=parse_market_folder(folder / MARKET_FOLDERS["query"], name, skipped=skipped),
+        gallery=parse_market_folder(folder / MARKET_FOLDERS["gallery"], name, skipped=skipped),
         info=dict(info or {}),
     )
+    if skipped:
+        ds.info["skipped"] = skipped
+    return ds
 
 
-MARKET_NESTINGS = ("", "Market-1501-v15.09.15", "market1501/Market-1501-v15.09.15", "market1501", "Market-1501", "market")
+MARKET_NAMES = ("Market-1501-v15.09.15", "market1501", "Market-1501", "market", "Market1501")
+MARKET_NESTINGS = nestings(*MARKET_NAMES)
 
 
 @DATASETS.register("market1501", aliases=("market", "market-1501", "ma"))
