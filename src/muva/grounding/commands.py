@@ -1,0 +1,290 @@
+"""``muva ground ...``: part boxes from a grounding expert, cached per dataset; stats, views, eval, merge.
+
+``muva ground DATASET ...`` is short for ``muva ground run DATASET ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typer.core import TyperGroup
+
+
+class _DefaultRunGroup(TyperGroup):
+    """A group where an unknown first word is a dataset: ``muva ground X`` = ``muva ground run X``."""
+
+    def parse_args(self, ctx, args):
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+ground_app = typer.Typer(
+    cls=_DefaultRunGroup,
+    help="Body-part boxes from a grounding expert (pose, prior, mllm, import): run, stats, show, eval, merge. "
+    "'muva ground DATASET ...' is short for 'muva ground run DATASET ...'.",
+    no_args_is_help=True,
+)
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    from muva.cli import fail
+    from muva.data.parts import check_parts
+
+    try:
+        return check_parts([p.strip() for p in text.split(",") if p.strip()])
+    except ValueError as exc:
+        raise fail(str(exc))
+
+
+def _size(text: str) -> tuple[int, int]:
+    from muva.cli import fail
+
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise fail(f"--input-size must look like HxW (e.g. 256x128), not {text!r}")
+
+
+@ground_app.command("run")
+def run(
+    datasets: List[str] = typer.Argument(..., help="Dataset folder(s) (Market layout, synthetic domain, image folder) or registered name(s) with --root."),
+    expert: str = typer.Option("pose", "--expert", "-e", help="prior | pose | mllm | import."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Data root for registered dataset names (default $MUVA_DATA or ./data)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cache file (one dataset only). Default: runs/grounding/<dataset>/<expert>.sqlite."),
+    parts: str = typer.Option("head,upper_body,legs", "--parts", help="Comma-separated parts (head, upper_body, legs, shoes)."),
+    splits: str = typer.Option("train,query,gallery", "--splits", help="Splits to ground (MUVA trains on train only)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only shard i of n (files .shard-i-of-n.sqlite; join with merge)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per expert call and per transaction."),
+    workers: int = typer.Option(2, "--workers", help="Threads decoding images ahead of the expert."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Stop after this many new images (trial runs)."),
+    redo: bool = typer.Option(False, "--redo", help="Recompute images already in the cache."),
+    pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="pose: path of pose_landmark_full.tflite (default: fetched from the mediapipe wheel)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="pose: LiteRT threads."),
+    model: Optional[str] = typer.Option(None, "--model", help="mllm: Hugging Face id or folder (default Qwen2.5-VL-7B-Instruct; tiny-random = offline smoke test)."),
+    size: str = typer.Option("7b", "--size", help="mllm: 7b or 3b."),
+    prompt: str = typer.Option("qwen", "--prompt", help="mllm: qwen (JSON pixel boxes) or muva (CogVLM-style instruction)."),
+    answer_format: str = typer.Option("auto", "--answer-format", help="mllm: auto, qwen2.5, rel1000, cogvlm, florence2, gdino."),
+    device: str = typer.Option("auto", "--device", help="mllm: cuda, cpu or auto."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="import: the authors' mask pickle."),
+    grid: str = typer.Option("16x8", "--grid", help="import: patch grid rows x cols of the pickle."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Compute one box per part for every image and store them in a resumable cache."""
+    from rich.console import Console
+
+    from muva.cli import fail
+    from muva.data import DatasetError
+    from muva.grounding.cache import GroundingCacheError, default_cache_path, parse_shard, shard_path
+    from muva.grounding.experts import EXPERTS, build_expert
+    from muva.grounding.run import resolve_images
+
+    console = Console()
+    part_names = _parts(parts)
+    try:
+        shard_spec = parse_shard(shard)
+        name = EXPERTS.canonical(expert)
+    except (ValueError, KeyError) as exc:
+        raise fail(str(exc).strip('"'))
+    if out is not None and len(datasets) > 1:
+        raise fail("--out names one cache file; with several datasets leave it out (each gets runs/grounding/<dataset>/<expert>.sqlite)")
+    options: dict = {"parts": part_names}
+    if name == "pose":
+        options.update(model_path=pose_model, threads=threads)
+    elif name == "mllm":
+        options.update(model=model, size=size, prompt=prompt, answer_format=answer_format, device=device)
+    elif name == "import":
+        if masks is None:
+            raise fail("the import expert needs the authors' mask pickle: --masks PATH.pkl")
+        options.update(masks=masks, grid=_size(grid))
+    try:
+        sets = [resolve_images(d, root, [s.strip() for s in splits.split(",") if s.strip()]) for d in datasets]
+    except (DatasetError, ValueError) as exc:
+        raise fail(str(exc))
+    try:
+        exp = build_expert(name, **options)
+    except Exception as exc:  # model missing, package missing, bad pickle: say so plainly
+        raise fail(f"cannot build the {name} expert: {exc}")
+    from muva.grounding.run import ground_images
+
+    try:
+        for images in sets:
+            target = out or default_cache_path(images.name, name)
+            if shard_spec and out is None:
+                target = shard_path(target, shard_spec)
+            summary = ground_images(images, exp, target, shard=shard_spec, batch_size=batch_size, workers=workers, limit=limit, redo=redo, progress=progress)
+            console.print(
+                f"[bold]{images.name}[/]: {summary.in_shard:,} image(s) in scope, {summary.already_done:,} already cached, "
+                f"{summary.processed:,} processed ({summary.unreadable} unreadable) in {summary.seconds:.1f}s "
+                f"({summary.rate:.1f} img/s) → {target}"
+            )
+    except GroundingCacheError as exc:
+        raise fail(str(exc))
+    finally:
+        exp.close()
+
+
+@ground_app.command("stats")
+def stats(
+    cache: Path = typer.Argument(..., help="A cache file written by muva ground run."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Per part: how many boxes came from each expert, and why the others fell back."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from muva.cli import fail
+    from muva.grounding.cache import GroundingCache, GroundingCacheError
+
+    try:
+        with GroundingCache.open(cache, readonly=True) as c:
+            st, meta = c.stats(), c.meta
+    except GroundingCacheError as exc:
+        raise fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps({"meta": meta, **st}, indent=2))
+        return
+    con = Console()
+    con.print(f"[bold]{cache}[/]: expert {meta.get('expert')}, dataset {meta.get('dataset')}, root {meta.get('root')}")
+    con.print(f"entries {st['entries']:,}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st["statuses"].items())))
+    if st["errors"]:
+        con.print("unreadable: " + ", ".join(f"{k} {v}" for k, v in st["errors"].items()))
+    table = Table(title="boxes per part")
+    table.add_column("part")
+    sources = sorted({s for c in st["sources"].values() for s in c})
+    reasons = sorted({r for c in st["reasons"].values() for r in c})
+    for s in sources:
+        table.add_column(f"from {s}", justify="right")
+    for r in reasons:
+        table.add_column(f"fallback: {r}", justify="right")
+    for part in meta.get("parts", []):
+        table.add_row(part, *[f"{st['sources'].get(part, {}).get(s, 0):,}" for s in sources], *[f"{st['reasons'].get(part, {}).get(r, 0):,}" for r in reasons])
+    con.print(table)
+
+
+@ground_app.command("show")
+def show(
+    cache: Path = typer.Argument(..., help="A cache file written by muva ground run."),
+    out: Path = typer.Option(Path("runs/grounding/show.png"), "--out", "-o", help="PNG to write."),
+    count: int = typer.Option(24, "--count", "-n", help="Number of images."),
+    select: str = typer.Option("random", "--select", help="random | first | fallback (images with at least one fallback part)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random selection."),
+    columns: int = typer.Option(8, "--columns", help="Tiles per row."),
+    input_size: str = typer.Option("256x128", "--input-size", help="Model input HxW for the patch masks."),
+    stride: int = typer.Option(16, "--stride", help="Patch stride."),
+    min_fraction: float = typer.Option(0.5, "--min-fraction", help="Share of a patch inside a box to belong to the part."),
+    scale: int = typer.Option(1, "--scale", help="Enlarge tiles by this factor."),
+) -> None:
+    """Write a PNG grid of images with their part boxes and patch masks overlaid."""
+    import random
+
+    from rich.console import Console
+
+    from muva.cli import fail
+    from muva.grounding.cache import GroundingCache, GroundingCacheError
+    from muva.grounding.masks import boxes_to_patch_masks, patch_grid
+    from muva.grounding.run import load_image
+    from muva.grounding.views import render_grid, save_png
+
+    hw = _size(input_size)
+    try:
+        with GroundingCache.open(cache, readonly=True) as c:
+            parts, root = c.parts(), c.root
+            entries = [e for e in c if e.status == "ok"]
+    except GroundingCacheError as exc:
+        raise fail(str(exc))
+    if select == "fallback":
+        entries = [e for e in entries if any(b.reason for b in e.boxes.values())]
+    elif select == "random":
+        random.Random(seed).shuffle(entries)
+    elif select != "first":
+        raise fail(f"--select must be random, first or fallback, not {select!r}")
+    items = []
+    for e in entries:
+        if len(items) >= count:
+            break
+        path = Path(e.path) if Path(e.path).is_absolute() or root is None else root / e.path
+        img, err = load_image(str(path))
+        if img is None:
+            continue
+        m = e.patch_masks(parts, patch_grid(hw, stride))
+        if m is None:
+            m = boxes_to_patch_masks(e.boxes, img.size, hw, stride, parts, min_fraction)
+        items.append((img, e.boxes, m, Path(e.path).name))
+    if not items:
+        raise fail(f"no readable image to show from {cache} (selection {select!r}; images are looked up under {root})")
+    save_png(render_grid(items, parts, input_size=hw, stride=stride, columns=columns, scale=scale), out)
+    Console().print(f"wrote {out} ({len(items)} images)")
+
+
+@ground_app.command("eval")
+def evaluate(
+    caches: List[Path] = typer.Argument(..., help="Cache file(s) to score (one row block per cache)."),
+    gt: Path = typer.Option(..., "--gt", help="Ground truth: parts.jsonl of muva synth."),
+    include_occluded: bool = typer.Option(False, "--include-occluded", help="Also score parts marked occluded."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+) -> None:
+    """Score caches against ground-truth boxes: mean IoU per part and share with IoU ≥ 0.5."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from muva.cli import fail
+    from muva.grounding.cache import GroundingCacheError
+    from muva.grounding.evaluate import GroundTruthError, score_cache
+
+    table = Table(title=f"IoU against {gt}")
+    for col in ("cache", "expert", "matched", "part", "mean IoU", "IoU≥0.5", "own boxes", "own mean IoU"):
+        table.add_column(col, justify="left" if col in ("cache", "expert", "part") else "right")
+    results = []
+    for cache in caches:
+        try:
+            scores, info = score_cache(cache, gt, include_occluded=include_occluded)
+        except (GroundingCacheError, GroundTruthError) as exc:
+            raise fail(str(exc))
+        if info["matched"] == 0:
+            raise fail(f"no image of {gt} is in {cache}: ground the same dataset folder that holds this parts.jsonl")
+        for i, s in enumerate(scores.values()):
+            table.add_row(
+                str(cache) if i == 0 else "", str(info["expert"]) if i == 0 else "", f"{info['matched']}/{info['truth']}" if i == 0 else "",
+                s.part, f"{s.mean_iou:.3f}", f"{100 * s.hit_rate:.1f}%", f"{s.own_n}", f"{s.own_mean_iou:.3f}",
+            )
+        mean = sum(s.mean_iou for s in scores.values()) / max(1, len(scores))
+        table.add_row("", "", "", "[bold]mean[/]", f"[bold]{mean:.3f}[/]", "", "", "")
+        results.append({"cache": str(cache), **info, "parts": [s.to_dict() for s in scores.values()], "mean_iou": mean})
+    Console().print(table)
+    if json_out:
+        from muva.utils.io import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(results, indent=2))
+
+
+@ground_app.command("merge")
+def merge(
+    out: Path = typer.Argument(..., help="The joined cache file (created or extended)."),
+    shards: List[Path] = typer.Argument(..., help="Shard cache files to join."),
+) -> None:
+    """Join shard caches (written with --shard i/n) into one cache."""
+    from rich.console import Console
+
+    from muva.cli import fail
+    from muva.grounding.cache import GroundingCacheError, merge_caches
+
+    try:
+        counts = merge_caches(out, shards)
+    except GroundingCacheError as exc:
+        raise fail(str(exc))
+    Console().print(
+        f"merged {counts['inputs']} file(s) into {out}: {counts['added']:,} added, {counts['upgraded']} upgraded "
+        f"(unreadable → ok), {counts['duplicates']} duplicate(s) skipped; {counts['total']:,} entries in all"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ground_app, name="ground")

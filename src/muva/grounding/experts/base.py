@@ -1,0 +1,56 @@
+"""The expert interface: propose boxes for a batch of images, then validate with fallback."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from muva.data.parts import DEFAULT_PARTS, check_parts
+from muva.grounding.boxes import PartBox, Proposal, ValidationRules, validate_parts
+
+
+class GroundingExpert:
+    """Base class of grounding experts.
+
+    Subclasses implement :meth:`propose` (raw per-part proposals for a batch of RGB PIL
+    images).  :meth:`ground` validates them and fills rejected parts from the body prior,
+    so callers always receive one :class:`PartBox` per configured part.
+
+    Attributes:
+        name: the expert's registry name (recorded as the ``source`` of its boxes).
+        parts: the parts it is asked for, in order.
+        batch_size: how many images :meth:`propose` prefers at once.
+    """
+
+    name = "base"
+    batch_size = 8
+
+    def __init__(self, parts: Sequence[str] = DEFAULT_PARTS, rules: ValidationRules | None = None):
+        self.parts = check_parts(parts)
+        self.rules = rules or ValidationRules()
+
+    def describe(self) -> dict:
+        """Settings recorded in the cache's metadata (model file, prompt, ...)."""
+        return {"expert": self.name, "parts": list(self.parts)}
+
+    def propose(self, images: Sequence) -> list[dict[str, Proposal]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def ground(self, images: Sequence) -> list[dict[str, PartBox]]:
+        """Validated boxes for each image (PIL RGB), one per part, with fallback to the prior."""
+        from muva.grounding.experts.prior import prior_boxes
+
+        out = []
+        for image, props in zip(images, self.propose(images)):
+            w, h = image.size
+            fallback = prior_boxes(w, h, self.parts)
+            out.append(validate_parts(props, self.parts, w, h, source=self.name, fallback=fallback, rules=self.rules))
+        return out
+
+    def entries(self, keys: Sequence[str], images: Sequence) -> list:
+        """Cache entries for decoded images (``keys`` are their cache keys)."""
+        from muva.grounding.cache import CacheEntry
+
+        return [CacheEntry(k, "ok", im.size[0], im.size[1], boxes) for k, im, boxes in zip(keys, images, self.ground(images))]
+
+    def close(self) -> None:
+        """Release models / interpreters (optional)."""

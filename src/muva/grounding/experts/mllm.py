@@ -1,0 +1,205 @@
+"""The MLLM expert: a vision-language model (``transformers``) asked where each part is.
+
+Default: Qwen2.5-VL-7B-Instruct (``size="3b"`` selects the 3B model; ``model=`` any
+Hugging Face id or local folder of an image-text-to-text model).  For every crop and
+every part one question is asked; the answer is parsed by :mod:`muva.grounding.parsers`
+and mapped back to crop pixels.  Small re-ID crops (128×256 or less) are upscaled so
+their height is at least ``upscale_to`` pixels before asking — MLLMs see too few vision
+tokens otherwise.
+
+Prompts (``prompt=``):
+
+* ``qwen`` — "Locate the <part> of the person in the image and output its bbox
+  coordinates in JSON format." (Qwen2.5-VL's grounding style; answers in pixels of the
+  processor's resized input, recovered from ``image_grid_thw``);
+* ``muva`` — MUVA's instruction, "Guide me to the location of the <part> of the person
+  within the image by providing its bounding boxes" (CogVLM grounding style, answers
+  ``[[x0,y0,x1,y1]]`` in thousandths).
+
+Answer format (``answer_format=``): ``auto`` picks from the model type (Qwen2.5-VL →
+``qwen2.5``; Qwen2-VL / Qwen3-VL / InternVL → ``rel1000``; else ``cogvlm``) and falls
+back to the other formats when the first finds no box.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from muva.data.parts import DEFAULT_PARTS, PART_PHRASES
+from muva.grounding.boxes import Proposal, ValidationRules
+from muva.grounding.experts.base import GroundingExpert
+from muva.grounding.parsers import FORMATS, parse_answer
+
+MODEL_IDS = {"7b": "Qwen/Qwen2.5-VL-7B-Instruct", "3b": "Qwen/Qwen2.5-VL-3B-Instruct"}
+PROMPTS = {
+    "qwen": "Locate the {phrase} of the person in the image and output its bbox coordinates in JSON format.",
+    "muva": "Guide me to the location of the {phrase} of the person within the image by providing its bounding boxes",
+}
+# Parts that may come as several boxes (left / right) and are joined.
+_UNION_PARTS = {"legs", "shoes"}
+_FORMAT_BY_MODEL_TYPE = {"qwen2_5_vl": "qwen2.5", "qwen2_vl": "rel1000", "qwen3_vl": "rel1000", "qwen3_vl_moe": "rel1000", "internvl": "rel1000"}
+
+
+class MLLMError(RuntimeError):
+    """The vision-language model cannot be loaded or run."""
+
+
+def question(part: str, prompt: str = "qwen") -> str:
+    """The question asked for one part."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"unknown prompt style {prompt!r}; choose from {', '.join(PROMPTS)}")
+    return PROMPTS[prompt].format(phrase=PART_PHRASES[part])
+
+
+def upscale(image, upscale_to: int):
+    """Enlarge an image (bicubic, aspect kept) so its height is at least ``upscale_to``."""
+    from PIL import Image
+
+    w, h = image.size
+    if upscale_to <= 0 or h >= upscale_to:
+        return image
+    f = upscale_to / h
+    return image.resize((max(1, round(w * f)), upscale_to), Image.BICUBIC)
+
+
+class MLLMExpert(GroundingExpert):
+    """Ask a vision-language model for each part's box.
+
+    Args:
+        parts: parts to ask for.
+        model: Hugging Face id or local folder (default: Qwen2.5-VL of ``size``);
+            ``tiny-random`` builds a tiny random Qwen2.5-VL offline (smoke tests).
+        size: ``7b`` (default) or ``3b``.
+        prompt: ``qwen`` or ``muva`` (see the module doc).
+        answer_format: ``auto`` or one of :data:`muva.grounding.parsers.FORMATS`.
+        upscale_to: minimum crop height fed to the model (0 = never upscale).
+        device: ``cuda``, ``cpu`` or ``auto`` (cuda when available).
+        dtype: ``auto`` (bfloat16 on GPU, float32 on CPU), ``bfloat16``, ``float16``, ``float32``.
+        max_new_tokens: answer length limit.
+        batch_size: crops per generate call (each crop asks len(parts) questions).
+        local_files_only: never reach the network (use the local Hugging Face cache).
+        model_obj, processor_obj: an already built model / processor (tests, notebooks).
+    """
+
+    name = "mllm"
+    batch_size = 4
+
+    def __init__(
+        self,
+        parts: Sequence[str] = DEFAULT_PARTS,
+        model: str | None = None,
+        size: str = "7b",
+        prompt: str = "qwen",
+        answer_format: str = "auto",
+        upscale_to: int = 448,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_new_tokens: int = 64,
+        batch_size: int | None = None,
+        local_files_only: bool = False,
+        model_obj=None,
+        processor_obj=None,
+        rules: ValidationRules | None = None,
+    ):
+        super().__init__(parts, rules)
+        if prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt style {prompt!r}; choose from {', '.join(PROMPTS)}")
+        if answer_format != "auto" and answer_format not in FORMATS:
+            raise ValueError(f"unknown answer format {answer_format!r}; choose from auto, {', '.join(FORMATS)}")
+        if size not in MODEL_IDS and model is None:
+            raise ValueError(f"unknown size {size!r}; choose from {', '.join(MODEL_IDS)} or pass model=")
+        self.model_id = model or MODEL_IDS[size]
+        self.prompt = prompt
+        self.upscale_to = upscale_to
+        self.max_new_tokens = max_new_tokens
+        if batch_size:
+            self.batch_size = batch_size
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        if model_obj is None or processor_obj is None:
+            model_obj, processor_obj = self._load(dtype, local_files_only)
+        self.model = model_obj.to(device).eval()
+        self.processor = processor_obj
+        tok = getattr(processor_obj, "tokenizer", None)
+        if tok is not None:
+            tok.padding_side = "left"  # decoder-only batched generation
+        model_type = getattr(self.model.config, "model_type", "")
+        self.answer_format = _FORMAT_BY_MODEL_TYPE.get(model_type, "cogvlm") if answer_format == "auto" else answer_format
+        if prompt == "muva" and answer_format == "auto":
+            self.answer_format = "cogvlm"
+        self._fallback_formats = [f for f in ("qwen2.5", "rel1000", "cogvlm") if f != self.answer_format] if answer_format == "auto" else []
+
+    def _load(self, dtype: str, local_files_only: bool):
+        import torch
+
+        if self.model_id == "tiny-random":  # offline smoke test of the whole path
+            from muva.grounding.experts.mllm_tiny import build_tiny_qwen25vl
+
+            return build_tiny_qwen25vl()
+        try:
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise MLLMError("the mllm expert needs transformers: pip install 'muva[mllm]'") from exc
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        try:
+            processor = AutoProcessor.from_pretrained(self.model_id, local_files_only=local_files_only)
+            model = AutoModelForImageTextToText.from_pretrained(self.model_id, dtype=torch_dtype, local_files_only=local_files_only)
+        except (OSError, ValueError) as exc:
+            raise MLLMError(
+                f"cannot load {self.model_id!r} ({type(exc).__name__}: {str(exc)[:300]}). Download it first "
+                f"(huggingface-cli download {self.model_id}) or pass --model LOCAL_FOLDER; use --size 3b for a smaller GPU."
+            ) from exc
+        return model, processor
+
+    def describe(self) -> dict:
+        return {**super().describe(), "model": self.model_id, "prompt": self.prompt, "answer_format": self.answer_format, "upscale_to": self.upscale_to}
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, images: Sequence, texts: Sequence[str]) -> tuple[list[str], list[tuple[int, int]]]:
+        """Ask ``texts[i]`` about ``images[i]``; returns answers and the model-input sizes (W, H)."""
+        import torch
+
+        conversations = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}] for t in texts]
+        prompts = [self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+        inputs = self.processor(text=prompts, images=list(images), padding=True, return_tensors="pt").to(self.device)
+        sizes: list[tuple[int, int]] = []
+        grid = inputs.get("image_grid_thw")
+        if grid is not None:
+            patch = getattr(getattr(self.processor, "image_processor", None), "patch_size", 14) or 14
+            sizes = [(int(g[2]) * patch, int(g[1]) * patch) for g in grid.tolist()]
+        else:
+            sizes = [im.size for im in images]
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        new = out[:, inputs["input_ids"].shape[1] :]
+        decode = getattr(self.processor, "batch_decode", None) or self.processor.tokenizer.batch_decode
+        return decode(new, skip_special_tokens=True), sizes
+
+    def parse(self, answer: str, part: str, crop_size: tuple[int, int], input_size: tuple[int, int]) -> Proposal:
+        """An answer → a proposal in crop pixels (tries the fallback formats on failure)."""
+        combine = "union" if part in _UNION_PARTS else "first"
+        label = PART_PHRASES[part]
+        for fmt in [self.answer_format, *self._fallback_formats]:
+            parsed = parse_answer(answer, fmt, crop_size, input_size=input_size, label=label, combine=combine)
+            if parsed.ok:
+                return Proposal(parsed.box, parsed.score)
+        return Proposal(None, 0.0, "unparsable")
+
+    def propose(self, images: Sequence) -> list[dict[str, Proposal]]:
+        asked = [upscale(im, self.upscale_to) for im in images]
+        pairs = [(i, part) for i in range(len(images)) for part in self.parts]
+        answers, sizes = self.generate([asked[i] for i, _ in pairs], [question(p, self.prompt) for _, p in pairs])
+        self.last_answers = answers
+        out: list[dict[str, Proposal]] = [{} for _ in images]
+        for (i, part), answer, size in zip(pairs, answers, sizes):
+            out[i][part] = self.parse(answer, part, images[i].size, size)
+        return out
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,185 @@
+"""Running an expert over a dataset into a cache: resumable, sharded, batched, with progress.
+
+    records → (skip keys already cached, keep this shard) → decode in threads →
+    expert.entries(keys, images) → one SQLite transaction per batch
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from muva.grounding.cache import CacheEntry, GroundingCache, shard_of
+
+SPLIT_NAMES = ("train", "query", "gallery")
+
+
+@dataclass
+class ImageSet:
+    """The images to ground: a name, the root keys are relative to, and absolute paths."""
+
+    name: str
+    root: Path
+    paths: list[str]
+
+
+def _image_folder(folder: Path) -> list[str]:
+    from muva.data.records import is_image_file
+
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+
+
+def resolve_images(spec: str, root: str | Path | None = None, splits: Sequence[str] = SPLIT_NAMES) -> ImageSet:
+    """Find the images of ``spec``: a registered dataset name (with ``root``) or a folder.
+
+    Uses :func:`muva.data.open_dataset` when available (registered names, Market-layout
+    and synthetic folders), else :func:`muva.data.load_dataset`.  A folder that is no
+    known dataset layout is taken as a plain image folder (all images below it).
+    """
+    import muva.data as data
+
+    bad = [s for s in splits if s not in SPLIT_NAMES]
+    if bad:
+        raise ValueError(f"unknown split(s) {', '.join(bad)}; choose from {', '.join(SPLIT_NAMES)}")
+    ds = None
+    errors = []
+    path = Path(spec).expanduser()
+    opener = getattr(data, "open_dataset", None)
+    try:
+        if opener is not None:
+            ds = opener(str(path) if path.exists() else spec, root=root)
+        elif path.is_dir():
+            ds = data.load_dataset("market1501", path)
+        else:
+            ds = data.load_dataset(spec, root)
+    except (data.DatasetError, KeyError, ValueError) as exc:
+        errors.append(str(exc).strip('"'))
+    if ds is None:
+        if path.is_dir():
+            paths = _image_folder(path)
+            if paths:
+                return ImageSet(path.name, path.resolve(), paths)
+        raise data.DatasetError(f"cannot read {spec!r} as a dataset or image folder: {'; '.join(errors) or 'no images found'}")
+    seen: dict[str, None] = {}
+    for split in splits:
+        for rec in ds.split(split):
+            seen.setdefault(str(Path(rec.path).resolve()), None)
+    return ImageSet(ds.name, Path(ds.root).resolve(), list(seen))
+
+
+def load_image(path: str):
+    """Decode an image to RGB; returns ``(image, None)`` or ``(None, "unreadable: why")``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+        if rgb.size[0] < 1 or rgb.size[1] < 1:
+            return None, "unreadable: empty image"
+        return rgb, None
+    except Exception as exc:  # corrupt, truncated, missing, permission denied, ...
+        return None, f"unreadable: {type(exc).__name__}: {str(exc)[:160]}"
+
+
+def _batched(items: Sequence, n: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+@dataclass
+class RunSummary:
+    total: int
+    in_shard: int
+    already_done: int
+    processed: int
+    unreadable: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+def ground_images(
+    images: ImageSet,
+    expert,
+    out: str | Path,
+    *,
+    shard: tuple[int, int] | None = None,
+    batch_size: int | None = None,
+    workers: int = 2,
+    limit: int | None = None,
+    redo: bool = False,
+    progress: bool = True,
+    extra_meta: dict | None = None,
+) -> RunSummary:
+    """Ground every image of ``images`` not yet in the cache ``out``; returns counts.
+
+    Args:
+        expert: a :class:`~muva.grounding.experts.base.GroundingExpert`.
+        shard: (i, n) to process only the keys with ``crc32(key) % n == i``.
+        batch_size: images per expert call and per transaction (default: the expert's).
+        workers: threads decoding images ahead of the expert.
+        limit: stop after this many new images (for trials).
+        redo: recompute images already in the cache.
+    """
+    meta = {"root": str(images.root), "parts": list(expert.parts), "expert": expert.name, "dataset": images.name, "settings": expert.describe()}
+    if shard:
+        meta["shard"] = f"{shard[0]}/{shard[1]}"
+    meta.update(extra_meta or {})
+    bs = max(1, batch_size or getattr(expert, "batch_size", 8))
+    t0 = time.perf_counter()
+    with GroundingCache.open(out, meta=meta) as cache:
+        keyed = [(cache.key(p), p) for p in images.paths]
+        if shard:
+            keyed = [kp for kp in keyed if shard_of(kp[0], shard[1]) == shard[0]]
+        done = set() if redo else cache.keys()
+        todo = [kp for kp in keyed if kp[0] not in done]
+        already = len(keyed) - len(todo)
+        if limit is not None:
+            todo = todo[:limit]
+        processed = unreadable = 0
+        from muva.utils.progress import progress_bar
+
+        desc = f"{expert.name} on {images.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(desc, total=len(todo), disable=not progress) as advance:
+            # Decode up to two batches ahead of the expert.
+            batches = list(_batched(todo, bs))
+            decode = lambda b: [load_image(p) for _, p in b]  # noqa: E731
+            futures = [pool.submit(decode, b) for b in batches[:2]]
+            for i, batch in enumerate(batches):
+                decoded = futures[i].result()
+                futures[i] = None  # free the decoded images
+                if i + 2 < len(batches):
+                    futures.append(pool.submit(decode, batches[i + 2]))
+                entries = _entries_for(expert, batch, decoded)
+                cache.add_many(entries)
+                processed += len(entries)
+                unreadable += sum(e.status != "ok" for e in entries)
+                advance(len(entries))
+    return RunSummary(len(images.paths), len(keyed), already, processed, unreadable, time.perf_counter() - t0)
+
+
+def _entries_for(expert, batch: Sequence[tuple[str, str]], decoded: Sequence[tuple]) -> list[CacheEntry]:
+    good = [(k, img) for (k, _), (img, err) in zip(batch, decoded) if img is not None]
+    results = dict(zip((k for k, _ in good), expert.entries([k for k, _ in good], [img for _, img in good]))) if good else {}
+    out = []
+    for (key, _), (img, err) in zip(batch, decoded):
+        out.append(results[key] if img is not None else CacheEntry(key, "unreadable", 0, 0, {}, err))
+    return out
+
+
+def iter_sizes(paths: Iterable[str]) -> Iterator[tuple[int, int] | None]:
+    """Image sizes from file headers (no decoding); None for unreadable files."""
+    from PIL import Image
+
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                yield im.size
+        except Exception:
+            yield None
