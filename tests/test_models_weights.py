@@ -1,0 +1,236 @@
+"""CLIP weight loading (every format, made here from random tensors) and muva save/load."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from muva.models import (
+    CheckpointMismatchError,
+    ModelFileError,
+    WeightsUnavailableError,
+    build_model,
+    load_model,
+    read_model_meta,
+    save_model,
+    tiny_config,
+)
+from muva.models.clip_loading import _new_clip, build_clip, read_clip_checkpoint
+from muva.models.vit import resize_pos_embed
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """A random tiny CLIP in OpenAI key names (fp16 like OpenAI's release) and its tensors."""
+    torch.manual_seed(123)
+    clip = _new_clip(tiny_config(), quick_gelu=True)
+    with torch.no_grad():
+        for p in clip.parameters():
+            p.normal_(0, 0.05)
+    sd = {k: v.detach().clone() for k, v in clip.state_dict().items()}
+    return clip, sd
+
+
+def _openai_extras():
+    return {"input_resolution": torch.tensor(64), "context_length": torch.tensor(32), "vocab_size": torch.tensor(49408)}
+
+
+def write_openai_torchscript(clip, path):
+    holder = _new_clip(tiny_config(), quick_gelu=True)
+    holder.load_state_dict(clip.state_dict())
+    holder = holder.half()
+    for k, v in _openai_extras().items():  # OpenAI's archive carries these as tensors
+        if k in holder.__dict__:
+            delattr(holder, k)
+        holder.register_buffer(k, v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(holder), str(path))
+
+
+def write_openai_state_dict(sd, path):
+    torch.save({**{k: v.half() for k, v in sd.items()}, **_openai_extras()}, path)
+
+
+def write_open_clip_checkpoint(sd, path):
+    torch.save({"epoch": 32, "name": "run", "state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
+
+
+def write_safetensors(sd, path):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+
+
+WRITERS = {
+    "openai-torchscript": ("ViT-B-16.pt", lambda clip, sd, p: write_openai_torchscript(clip, p)),
+    "openai-state-dict": ("openai_sd.pt", lambda clip, sd, p: write_openai_state_dict(sd, p)),
+    "open_clip-checkpoint": ("epoch_32.pt", lambda clip, sd, p: write_open_clip_checkpoint(sd, p)),
+    "safetensors": ("open_clip_model.safetensors", lambda clip, sd, p: write_safetensors(sd, p)),
+}
+
+
+@pytest.mark.parametrize("fmt", list(WRITERS))
+def test_clip_checkpoint_round_trip(fmt, reference, tmp_path):
+    clip, sd = reference
+    name, write = WRITERS[fmt]
+    path = tmp_path / name
+    write(clip, sd, path)
+    read, got_fmt = read_clip_checkpoint(path)
+    assert got_fmt == fmt
+    assert set(read) == set(sd)
+    loaded, report = build_clip(tiny_config(pretrained=str(path)))
+    assert report.format == fmt and report.source == "file" and report.num_tensors == len(sd)
+    fp16 = fmt.startswith("openai")
+    for k, v in loaded.state_dict().items():
+        want = sd[k].half().float() if fp16 else sd[k]
+        assert torch.equal(v, want), k
+    # through build_model: tensors land in the MUVA model, the position embedding resized from 4×4 to 8×4
+    m = build_model(tiny_config(pretrained=str(path)), num_classes=2)
+    cast = (lambda t: t.half().float()) if fp16 else (lambda t: t)
+    assert torch.equal(m.visual.vit.conv1.weight, cast(sd["visual.conv1.weight"]))
+    assert torch.equal(m.visual.vit.transformer.resblocks[1].attn.in_proj_weight, cast(sd["visual.transformer.resblocks.1.attn.in_proj_weight"]))
+    assert torch.equal(m.text.token_embedding.weight, cast(sd["token_embedding.weight"]))
+    assert torch.equal(m.text.text_projection, cast(sd["text_projection"]))
+    torch.testing.assert_close(m.visual.vit.positional_embedding.detach(), resize_pos_embed(cast(sd["visual.positional_embedding"]), (4, 4), (8, 4)))
+    # quick_gelu auto: OpenAI weights were trained with QuickGELU, other checkpoints default to GELU
+    auto, rep = build_clip(tiny_config(pretrained=str(path), quick_gelu=None))
+    assert rep.quick_gelu is fmt.startswith("openai")
+    act = type(auto.visual.transformer.resblocks[0].mlp.gelu).__name__
+    assert act == ("QuickGELU" if fmt.startswith("openai") else "GELU")
+
+
+def test_open_clip_custom_text_layout_is_accepted(reference, tmp_path):
+    _, sd = reference
+    text_keys = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+    custom = {(f"text.{k}" if k.split(".")[0] in text_keys else k): v for k, v in sd.items()}
+    torch.save(custom, tmp_path / "custom.pt")
+    loaded, _ = build_clip(tiny_config(pretrained=str(tmp_path / "custom.pt")))
+    assert torch.equal(loaded.token_embedding.weight, sd["token_embedding.weight"])
+
+
+def test_mismatched_checkpoint_names_the_problem(reference, tmp_path):
+    _, sd = reference
+    torch.save(sd, tmp_path / "tiny.pt")
+    cfg = tiny_config(pretrained=str(tmp_path / "tiny.pt"))
+    cfg.arch.vision_width = 128
+    cfg.arch.vision_heads = 2
+    with pytest.raises(CheckpointMismatchError, match=r"shape mismatch.*checkpoint \(64,\) vs model \(128,\).*model.backbone"):
+        build_clip(cfg)
+    bad = dict(sd)
+    bad.pop("ln_final.weight")
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointMismatchError, match="missing.*ln_final.weight"):
+        build_clip(tiny_config(pretrained=str(tmp_path / "bad.pt")))
+
+
+def test_missing_file_and_unknown_tag_are_clear(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match=r"not found: .*nope\.pt.*model\.pretrained="):
+        build_clip(tiny_config(pretrained=str(tmp_path / "nope.pt")))
+    with pytest.raises(WeightsUnavailableError, match="neither a file nor a pretrained tag.*openai"):
+        build_clip(tiny_config(pretrained="openaii"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsUnavailableError, match="cannot read"):
+        build_clip(tiny_config(pretrained=str(tmp_path / "junk.pt")))
+    with pytest.raises(ValueError, match="arch overrides"):
+        build_clip(tiny_config(pretrained="openai"))
+
+
+def test_pretrained_tag_offline_gives_one_clear_error(tmp_path):
+    """open_clip.create_model(pretrained='openai') with no network: our message names the file and the option."""
+    code = (
+        "from muva.models import ModelConfig\n"
+        "from muva.models.clip_loading import build_clip, WeightsUnavailableError\n"
+        f"cfg = ModelConfig(pretrained='openai', cache_dir={str(tmp_path)!r})\n"
+        "try:\n    build_clip(cfg)\nexcept WeightsUnavailableError as e:\n    print('MSG:', e)\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    msg = res.stdout
+    assert "MSG:" in msg, res.stderr[-2000:]
+    assert "ViT-B-16.pt" in msg and "model.pretrained=" in msg and "HF_HUB_OFFLINE=1" in msg
+
+
+# ----------------------------------------------------------------------------- muva save / load
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.manual_seed(0)
+    m = build_model(tiny_config(sie=True, num_cameras=3), num_classes=6)
+    with torch.no_grad():  # make BN statistics and prompts non-trivial
+        m.train()
+        m(torch.randn(8, 3, 128, 64), camids=torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+        m.prompts.ctx.normal_()
+    m.eval()
+    path = save_model(m, tmp_path_factory.mktemp("model") / "model.safetensors", extra={"epoch": 3})
+    return m, path
+
+
+def test_save_writes_safetensors_and_json(trained):
+    m, path = trained
+    assert path.suffix == ".safetensors" and path.is_file()
+    meta = read_model_meta(path)
+    assert meta["num_classes"] == 6 and meta["parts"] == ["head", "upper_body", "legs"]
+    assert meta["grid"] == [8, 4] and meta["feature_dim"] == 128 and meta["extra"] == {"epoch": 3}
+    assert meta["config"]["num_cameras"] == 3 and meta["config"]["sie"] is True
+
+
+def test_load_with_identities_restores_everything(trained):
+    m, path = trained
+    x = torch.randn(2, 3, 128, 64)
+    back = load_model(path, num_classes=6)
+    for k, v in m.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    torch.testing.assert_close(back.extract(x), m.extract(x))
+    torch.testing.assert_close(back.text_features(progress=False), m.text_features(progress=False))
+    assert not back.training
+
+
+def test_load_for_inference_skips_identity_tensors(trained, caplog):
+    m, path = trained
+    x = torch.randn(2, 3, 128, 64)
+    with caplog.at_level(logging.WARNING, logger="muva.models"):
+        inf = load_model(path.with_suffix(".json"))  # the .json names the model too
+    assert "prompts.ctx" in caplog.text and "classifier.fc.weight" in caplog.text
+    assert inf.prompts is None and inf.classifier is None
+    torch.testing.assert_close(inf.extract(x), m.extract(x))
+    _, masks_a = inf.extract(x, return_masks=True)
+    _, masks_b = m.extract(x, return_masks=True)
+    torch.testing.assert_close(masks_a[-1], masks_b[-1])
+
+
+def test_load_with_other_identity_count_builds_fresh_heads(trained, caplog):
+    m, path = trained
+    with caplog.at_level(logging.WARNING, logger="muva.models"):
+        other = load_model(path.parent, num_classes=9)  # a directory holding model.safetensors works too
+    assert "9 identities requested, 6 saved" in caplog.text
+    assert other.classifier.fc.weight.shape == (9, 128) and other.prompts.ctx.shape[0] == 9
+    assert torch.equal(other.visual.part_tokens, m.visual.part_tokens)
+
+
+def test_save_without_text_tower(trained, tmp_path):
+    m, _ = trained
+    path = save_model(m, tmp_path / "small.safetensors", include_text=False)
+    full = tmp_path / "full.safetensors"
+    save_model(m, full)
+    assert path.stat().st_size < full.stat().st_size / 2
+    back = load_model(path)
+    x = torch.randn(1, 3, 128, 64)
+    torch.testing.assert_close(back.extract(x), m.extract(x))
+
+
+def test_load_errors(tmp_path, trained):
+    with pytest.raises(ModelFileError, match="save_model"):
+        load_model(tmp_path / "missing.safetensors")
+    m, path = trained
+    (tmp_path / "m.json").write_text(path.with_suffix(".json").read_text())
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "m.json")
