@@ -18,8 +18,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: $(STAMP)
-	$(VENV)/bin/muva synth runs/demo/data
-	$(VENV)/bin/muva data summary runs/demo/data/domain_0
+	$(VENV)/bin/muva demo
 
 clean:
 	rm -rf runs .pytest_cache

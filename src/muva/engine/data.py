@@ -1,0 +1,150 @@
+"""From an experiment's ``data`` section to training and evaluation data.
+
+* :func:`build_sources` opens and combines the source datasets (identities relabelled
+  0..N-1, dataset-prefixed, cameras made unique across sources);
+* :func:`build_pseudo_masks` reads each source's grounding cache into patch masks (a
+  missing cache is an error printing the ``muva ground`` command to run);
+* :func:`build_targets` opens the evaluation targets;
+* :func:`train_loader` / :func:`eval_loader` make the torch loaders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from muva.data.records import DatasetError, ImageRecord, ReIDDataset
+from muva.engine.config import DataConfig
+
+__all__ = ["TrainData", "build_sources", "build_targets", "build_pseudo_masks", "grounding_cache_for",
+           "train_loader", "eval_loader", "open_spec"]
+
+
+@dataclass
+class TrainData:
+    """Combined training records with labels 0..N-1 and (optionally) pseudo masks."""
+
+    records: list[ImageRecord]
+    num_classes: int
+    num_cams: int
+    sources: list[ReIDDataset]
+    pid_names: list[str] = field(default_factory=list)
+    masks: dict | None = None
+    bad_images: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.pid for r in self.records]
+
+
+def open_spec(spec: str, cfg: DataConfig) -> ReIDDataset:
+    """Open one dataset spec (name, ``name:option=value``-free path, or ``synth:PATH``)."""
+    from muva.data.datasets import open_dataset
+
+    options: dict[str, Any] = dict(cfg.dataset_options.get(spec, {}))
+    if not options:
+        try:
+            from muva.data.datasets import DATASETS
+
+            if spec in DATASETS:
+                options = dict(cfg.dataset_options.get(DATASETS.canonical(spec), {}))
+        except Exception:  # noqa: BLE001
+            pass
+    return open_dataset(spec, cfg.root, **options)
+
+
+def build_sources(cfg: DataConfig, check_images: bool | None = None, progress: bool = False) -> TrainData:
+    """Open, combine and (optionally) scan the source datasets."""
+    from muva.data.multisource import combine
+
+    if not cfg.sources:
+        raise DatasetError("data.sources is empty: name at least one training dataset (name or folder)")
+    datasets = [open_spec(s, cfg) for s in cfg.sources]
+    combined = combine([(d, cfg.source_split) for d in datasets])
+    records = list(combined.train)
+    bad: dict[str, str] = {}
+    if cfg.check_images if check_images is None else check_images:
+        from muva.data.loader import scan_images
+
+        bad = scan_images(records, progress=progress)
+        if bad:
+            if cfg.on_bad_image == "raise":
+                first = next(iter(bad.items()))
+                raise DatasetError(f"{len(bad)} unreadable training image(s), e.g. {first[0]} ({first[1]}); "
+                                   "fix or remove them, or set data.on_bad_image=skip")
+            records = [r for r in records if r.path not in bad]
+    return TrainData(records=records, num_classes=combined.num_pids, num_cams=combined.num_cams,
+                     sources=datasets, pid_names=list(combined.pid_names), bad_images=bad)
+
+
+def build_targets(cfg: DataConfig, specs: Sequence[str] | None = None) -> list[tuple[str, list[ReIDDataset]]]:
+    """``[(label, [dataset per split])]`` of the targets to evaluate (``specs`` overrides ``cfg.targets``).
+
+    A target with ``data.target_splits[spec] = n > 1`` is opened ``n`` times with ``split=k``
+    (VIPeR, PRID, GRID, iLIDS); its metrics are the mean over the splits.
+    """
+    from muva.data.datasets import open_dataset
+
+    out = []
+    for spec in (cfg.targets if specs is None else specs):
+        n = int(cfg.target_splits.get(spec, 1))
+        if n > 1:
+            options = dict(cfg.dataset_options.get(spec, {}))
+            splits = [open_dataset(spec, cfg.root, **{**options, "split": k}) for k in range(n)]
+        else:
+            splits = [open_spec(spec, cfg)]
+        for ds in splits:
+            if not ds.query or not ds.gallery:
+                raise DatasetError(f"target {spec!r} has no query/gallery images to evaluate on")
+        out.append((splits[0].name, splits))
+    return out
+
+
+def grounding_cache_for(spec: str, dataset: ReIDDataset, cfg: DataConfig) -> Path:
+    """The grounding cache of a source: ``data.grounding[spec]`` or the default location."""
+    if spec in cfg.grounding:
+        return Path(cfg.grounding[spec])
+    if dataset.name in cfg.grounding:
+        return Path(cfg.grounding[dataset.name])
+    from muva.grounding.cache import default_cache_path
+
+    return Path(default_cache_path(dataset.name, cfg.grounding_expert, cfg.grounding_dir))
+
+
+def build_pseudo_masks(train: TrainData, cfg: DataConfig, parts: Sequence[str], input_size, stride: int,
+                       patch: int | None = None) -> dict:
+    """``{path: bool R×L}`` for every training record, from the sources' grounding caches."""
+    from muva.grounding.masks import load_pseudo_masks
+
+    masks: dict = {}
+    for d, (spec, ds) in enumerate(zip(cfg.sources, train.sources)):
+        records = [r for r in train.records if r.dsetid == d]
+        cache = grounding_cache_for(spec, ds, cfg)
+        masks.update(load_pseudo_masks(records, cache, parts=list(parts), input_size=tuple(input_size),
+                                       stride=stride, patch=patch, missing=cfg.grounding_missing))
+    if cfg.grounding_missing == "skip":
+        train.records = [r for r in train.records if r.path in masks]
+    return masks
+
+
+def train_loader(dataset, sampler, batch_size: int, num_workers: int, device_type: str = "cpu"):
+    """DataLoader over ``(index, seed)`` pairs of a :class:`RandomIdentitySampler`."""
+    from torch.utils.data import DataLoader
+
+    from muva.data.loader import collate
+
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
+                      drop_last=True, pin_memory=device_type == "cuda", persistent_workers=num_workers > 0)
+
+
+def eval_loader(dataset, batch_size: int, num_workers: int, world_size: int = 1, rank: int = 0,
+                device_type: str = "cpu"):
+    """Sequential loader over this rank's shard (``rank::world_size``)."""
+    from torch.utils.data import DataLoader
+
+    from muva.data.loader import collate
+    from muva.data.samplers import SequentialShardSampler
+
+    return DataLoader(dataset, batch_size=batch_size, sampler=SequentialShardSampler(len(dataset), world_size, rank),
+                      num_workers=num_workers, collate_fn=collate, pin_memory=device_type == "cuda")

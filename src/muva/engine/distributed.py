@@ -1,0 +1,110 @@
+"""Distributed training helpers (``torchrun``): process group, rank, gathers.
+
+``torchrun --nproc_per_node N -m muva train -c CONFIG`` sets ``RANK``/``WORLD_SIZE``/
+``LOCAL_RANK``/``MASTER_ADDR``; :func:`init_distributed` then joins the process group with
+NCCL on GPU and gloo on CPU.  Without those variables everything runs single-process and
+the helpers below degrade to no-ops.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "init_distributed", "cleanup", "all_gather_tensor", "gather_by_index", "barrier",
+           "broadcast_object", "is_distributed"]
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str = ""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
+    """Join the torchrun process group if launched by torchrun, and choose the device.
+
+    ``device``: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+    want_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if want_cuda and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for but CUDA is not available; use device=cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if want_cuda:
+        dev = torch.device(device if ":" in device else f"cuda:{local_rank}")
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    backend = ""
+    if world > 1 and not is_distributed():
+        backend = "nccl" if want_cuda else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                **({"device_id": dev} if want_cuda else {}))
+    elif is_distributed():
+        backend = dist.get_backend()
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev, backend=backend)
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_gather_tensor(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (same shape on every rank except dim 0) from all ranks, rank order."""
+    if not is_distributed():
+        return x
+    world = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    biggest = max(sizes)
+    padded = x.new_zeros((biggest, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    out = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(out, padded.contiguous())
+    return torch.cat([o[:s] for o, s in zip(out, sizes)])
+
+
+def gather_by_index(values: torch.Tensor, indices: torch.Tensor, total: int) -> torch.Tensor:
+    """Gather each rank's rows (``values[i]`` belongs to sample ``indices[i]``) into one ``total``-row tensor."""
+    values = all_gather_tensor(values)
+    indices = all_gather_tensor(indices.to(values.device))
+    out = values.new_zeros((total, *values.shape[1:]))
+    out[indices.long()] = values
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

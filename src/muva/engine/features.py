@@ -1,0 +1,74 @@
+"""Feature extraction over a dataset, sharded over DDP ranks and gathered back in order."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from muva.engine.distributed import gather_by_index, is_distributed
+
+__all__ = ["extract_dataset", "test_features", "pseudo_mask_features"]
+
+
+def test_features(before_bn: bool = False) -> Callable:
+    """Extraction function for retrieval/memory: the model's L2-normalised test feature."""
+
+    def fn(model: nn.Module, batch: dict) -> torch.Tensor:
+        return model.extract(batch["image"], before_bn=before_bn)
+
+    return fn
+
+
+def pseudo_mask_features(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Stage-1 feature: the projected (text-aligned) image feature with pseudo masks driving the parts."""
+    out = model(batch["image"], pseudo_masks=batch.get("mask"), camids=batch.get("camid") if model.cfg.sie else None)
+    return out["proj_features"] if "proj_features" in out else out["features"]
+
+
+@torch.no_grad()
+def extract_dataset(model: nn.Module, loader, total: int, fn: Callable, device: torch.device, autocast=None,
+                    description: str = "extracting", progress: bool = False) -> torch.Tensor:
+    """``total × D`` float32 features of every sample (rank shards gathered on every rank).
+
+    ``loader`` yields batches with an ``index`` entry (see :func:`muva.engine.data.eval_loader`).
+    """
+    import contextlib
+
+    from muva.engine.trainer import unwrap
+
+    bare = unwrap(model)
+    was_training = bare.training
+    bare.eval()
+    feats, idx = [], []
+    ctx = autocast if autocast is not None else contextlib.nullcontext
+    it = loader
+    if progress:
+        from muva.utils.progress import track
+
+        it = track(loader, description, total=len(loader))
+    try:
+        for batch in it:
+            batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            with ctx():
+                f = fn(bare, batch)
+            feats.append(f.float())
+            idx.append(batch["index"])
+    finally:
+        bare.train(was_training)
+    if feats:
+        local = torch.cat(feats)
+        local_idx = torch.cat(idx)
+    else:
+        local = torch.zeros((0, 1), device=device)
+        local_idx = torch.zeros((0,), dtype=torch.long, device=device)
+    if is_distributed():
+        dim = torch.tensor([local.shape[1] if len(local) else 0], device=device)
+        torch.distributed.all_reduce(dim, op=torch.distributed.ReduceOp.MAX)
+        if local.shape[1] != int(dim):
+            local = local.new_zeros((0, int(dim)))
+        return gather_by_index(local, local_idx, total).cpu()
+    out = local.new_zeros((total, local.shape[1]))
+    out[local_idx.long()] = local
+    return out.cpu()

@@ -1,0 +1,241 @@
+"""The experiment runner behind ``muva train``: data → stage 1 → stage 2 → evaluation → files.
+
+Run folder (``output.dir``)::
+
+    config.yaml          resolved configuration
+    metrics.jsonl        losses, learning rates, evaluation metrics (one JSON per line)
+    tb/                  TensorBoard event files
+    last.pt / best.pt    resumable checkpoints (see muva.engine.checkpoint)
+    model.safetensors    final weights (+ .json), loadable with muva.models.load_model
+    results.md/.csv/.json/_cmc.csv   final evaluation on the targets (paper layout)
+    eval_history.json    every evaluation during training
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from muva.config import save_config, to_dict
+from muva.engine.config import ExperimentConfig
+
+__all__ = ["Experiment", "train", "set_seed"]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Experiment:
+    """One training run.  ``Experiment(cfg).run()`` returns ``{target: EvalResult}``.
+
+    Args:
+        cfg: the experiment configuration.
+        resume: continue from ``<output.dir>/last.pt`` when it exists.
+        quiet: no live progress (logs and files are still written).
+        hooks: extra :class:`muva.engine.trainer.Hook` objects added to both stages' trainers.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, resume: bool = False, quiet: bool = False, console=None,
+                 hooks: list | None = None):
+        self.cfg = cfg
+        self.extra_hooks = list(hooks or [])
+        self.resume = resume
+        self.quiet = quiet
+        self.console = console
+        self.run_dir = Path(cfg.output.dir)
+        self.stage1_done = False
+        self.stage1_loss: dict[str, float] = {}
+        self.stage2_loss: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []
+        self.eval_hook = None
+        self.trainer = None
+        self.final_results: dict = {}
+
+    # ------------------------------------------------------------------ utilities
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            self.logger.print(message)
+
+    @property
+    def show_progress(self) -> bool:
+        return self.dist.is_main and not self.quiet and self.cfg.output.progress
+
+    def autocast(self):
+        if self.cfg.amp == "none" or self.dist.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.float16 if self.cfg.amp == "fp16" else torch.bfloat16)
+
+    def set_trainable(self, stage: str) -> None:
+        """Stage 1: only the prompt tokens; stage 2: image side (as built: conv1 stays frozen), heads."""
+        groups = self.model.parameter_groups()
+        train_names = {"stage1": ("prompts",), "stage2": ("mask_predictor", "visual", "heads")}[stage]
+        for name, params in groups.items():
+            for p in params:
+                p.requires_grad_(name in train_names and self._initial_grad[id(p)])
+
+    def run_state(self, stage1_done: bool) -> dict[str, Any]:
+        """Run-level entries stored in every checkpoint."""
+        return {"config": to_dict(self.cfg), "num_classes": self.train.num_classes, "num_cams": self.train.num_cams,
+                "stage1_done": stage1_done, "history": self.history,
+                "best": self.eval_hook.best if self.eval_hook is not None else None}
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        from muva.data.loader import ReIDImageDataset
+        from muva.data.transforms import build_transforms
+        from muva.engine.data import build_pseudo_masks, build_sources, build_targets
+        from muva.engine.distributed import init_distributed
+        from muva.engine.logging import RunLogger
+        from muva.models import build_model
+
+        cfg = self.cfg
+        self.dist = init_distributed(cfg.device)
+        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard,
+                                console=self.console)
+        set_seed(cfg.seed)
+        self.train = build_sources(cfg.data, progress=self.show_progress)
+        if self.train.bad_images:
+            self.log(f"[yellow]skipped {len(self.train.bad_images)} unreadable training image(s)[/], e.g. "
+                     f"{next(iter(self.train.bad_images))}")
+            if self.dist.is_main:
+                (self.run_dir / "bad_images.json").write_text(json.dumps(self.train.bad_images, indent=1))
+        mcfg = cfg.model
+        if mcfg.sie:
+            mcfg = replace(mcfg, num_cameras=self.train.num_cams)
+        self.model = build_model(mcfg, self.train.num_classes, device=self.dist.device)
+        self._initial_grad = {id(p): p.requires_grad for p in self.model.parameters()}
+        self.masks = None
+        if self.model.num_parts:
+            self.masks = build_pseudo_masks(self.train, cfg.data, self.model.parts, self.model.input_size,
+                                            self.model.stride, self.model.patch_size)
+        train_tf, eval_tf = build_transforms(self.model.input_size, mcfg.mean, mcfg.std, self.model.grid,
+                                             cfg.data.transforms)
+        self.eval_tf = eval_tf
+        labels = self.train.labels
+        self.train_ds = ReIDImageDataset(self.train.records, train_tf, labels, self.masks, cfg.data.on_bad_image)
+        self.plain_ds = ReIDImageDataset(self.train.records, eval_tf, labels, self.masks, cfg.data.on_bad_image)
+        self.targets = build_targets(cfg.data)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        srcs = ", ".join(f"{d.name}" for d in self.train.sources)
+        self.log(f"[bold]{cfg.name}[/]: sources {srcs} → {self.train.num_classes} identities, "
+                 f"{len(self.train.records)} images, {self.train.num_cams} cameras; targets "
+                 f"{', '.join(n for n, _ in self.targets) or 'none'}; device {self.dist.device}"
+                 f"{f' × {self.dist.world_size} processes' if self.dist.enabled else ''}")
+
+    def load_resume(self) -> dict | None:
+        from muva.engine.checkpoint import load_checkpoint
+
+        path = self.run_dir / "last.pt"
+        if not self.resume:
+            return None
+        if not path.is_file():
+            self.log(f"[yellow]--resume: no checkpoint at {path}; starting from scratch[/]")
+            return None
+        state = load_checkpoint(path, map_location=self.dist.device)
+        if state.get("num_classes") != self.train.num_classes:
+            raise ValueError(f"{path} was trained with {state.get('num_classes')} identities, the data now has "
+                             f"{self.train.num_classes}; resume needs the same sources")
+        self.history = list(state.get("history", []))
+        self.log(f"resuming from {path} ({state['trainer']['stage']}, epoch {state['trainer']['epoch'] + 1}, "
+                 f"iteration {state['trainer']['iter_in_epoch']})")
+        return state
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, stage: str = "final", epoch: int | None = None, targets=None) -> dict:
+        """Evaluate the current model on the targets; returns ``{target: EvalResult}`` on every rank."""
+        from muva.engine.distributed import broadcast_object
+        from muva.engine.evaluate import evaluate_model
+
+        results = evaluate_model(self.model, targets if targets is not None else self.targets, self.eval_tf,
+                                 self.cfg, self.dist, self.autocast, progress=self.show_progress)
+        return broadcast_object(results)
+
+    def record_eval(self, trainer, results: dict, is_best: bool) -> None:
+        rec = {"stage": "eval", "epoch": trainer.epoch + 1 if trainer is not None else None,
+               "step": trainer.global_iter if trainer is not None else 0}
+        for name, r in results.items():
+            rec[f"eval/{name}/mAP"] = 100.0 * float(r.mAP)
+            rec[f"eval/{name}/rank1"] = 100.0 * float(r.rank1)
+        self.history.append(rec)
+        self._last_results = results
+        if self.dist.is_main:
+            self.logger.log(rec, step=rec["epoch"] or 0)
+            line = "; ".join(f"{n}: {r.summary()}" for n, r in results.items())
+            self.log(f"eval epoch {rec['epoch']}: {line}{' [green](best)[/]' if is_best else ''}")
+            (self.run_dir / "eval_history.json").write_text(json.dumps(self.history, indent=1))
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict:
+        from muva.engine.stage1 import run_stage1
+        from muva.engine.stage2 import run_stage2
+
+        t0 = time.time()
+        self.setup()
+        state = self.load_resume()
+        stage = state["trainer"]["stage"] if state else None
+        self.stage1_done = bool(state and (state.get("stage1_done") or stage == "stage2"))
+        if state is not None and (self.stage1_done or stage == "stage2"):
+            from muva.engine.trainer import unwrap
+
+            unwrap(self.model).load_state_dict(state["trainer"]["model"])  # prompts learned in stage 1
+        try:
+            if self.cfg.stage1.enabled and not self.stage1_done:
+                run_stage1(self, state if stage == "stage1" else None)
+            if self.cfg.stage2.enabled:
+                done = bool(state and stage == "stage2" and state["trainer"].get("finished"))
+                if not done:
+                    run_stage2(self, state if stage == "stage2" else None)
+            results = self.finish()
+        finally:
+            self.logger.close()
+        self.log(f"done in {time.time() - t0:.0f} s → {self.run_dir}")
+        return results
+
+    def finish(self) -> dict:
+        """Final evaluation (reused from the last epoch when it just ran), weights and tables."""
+        from muva.models import save_model
+
+        results = {}
+        if self.targets:
+            last = self.eval_hook is not None and self.trainer is not None and self.trainer.finished and self.history
+            if last and self.history[-1].get("epoch") == self.cfg.stage2.epochs and self._last_results is not None:
+                results = self._last_results
+            else:
+                results = self.evaluate()
+                if self.dist.is_main and not self.history:
+                    self.record_eval(None, results, False)
+        if self.dist.is_main:
+            save_model(self.model, self.run_dir / "model.safetensors")
+            if results:
+                from muva.evaluation import results_table
+
+                results_table(results, method=self.cfg.name).write(self.run_dir, "results")
+        self.final_results = results
+        return results
+
+    _last_results = None
+
+
+def train(cfg: ExperimentConfig, resume: bool = False, quiet: bool = False) -> dict:
+    """Run one experiment (see :class:`Experiment`); returns ``{target: EvalResult}``."""
+    exp = Experiment(cfg, resume=resume, quiet=quiet or not sys.stdout.isatty())
+    try:
+        return exp.run()
+    finally:
+        from muva.engine.distributed import cleanup
+
+        cleanup()

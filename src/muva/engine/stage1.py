@@ -1,0 +1,123 @@
+"""Stage 1 — prompt learning with the image encoder frozen.
+
+1. Extract every training image's feature once with the frozen image encoder, the part
+   tokens driven by the *pseudo* masks (``stage1.use_pseudo_masks``).
+2. Average per identity and L2-normalise → the visual prototype memory (centroids).
+3. Train only the per-identity context tokens: MUVA's loss is the CE of the normalised
+   text feature of identity y against all centroids / T (``stage1.loss=prompt``);
+   CLIP-ReID's is the supervised i2t + t2i contrastive loss between the stored image
+   features of the batch and their identities' text features (``stage1.loss=supcon``).
+
+Batches are P×K over the stored features; each distinct identity's text is encoded once
+per batch.  Under DDP the prompt gradients are all-reduced (mean) before each step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from muva.engine.schedulers import LRScheduler, build_schedule
+
+__all__ = ["run_stage1", "identity_centroids"]
+
+
+class _IndexDataset(Dataset):
+    def __init__(self, labels: torch.Tensor):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item):
+        i = item[0] if isinstance(item, tuple) else item
+        return {"index": int(i), "pid": int(self.labels[i])}
+
+
+def identity_centroids(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """L2-normalised mean of the (L2-normalised) features of each identity (num_classes × D)."""
+    f = F.normalize(features.float(), dim=1)
+    sums = torch.zeros(num_classes, f.shape[1]).index_add_(0, labels.long(), f)
+    counts = torch.bincount(labels.long(), minlength=num_classes)
+    if bool((counts == 0).any()):
+        raise ValueError(f"{int((counts == 0).sum())} identities have no training image")
+    return F.normalize(sums, dim=1)
+
+
+def _sync_grads(trainer) -> None:
+    from muva.engine.distributed import is_distributed
+
+    if not is_distributed():
+        return
+    world = torch.distributed.get_world_size()
+    for g in trainer.optimizer.param_groups:
+        for p in g["params"]:
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad.div_(world)
+
+
+def run_stage1(exp, resume_state: dict | None = None) -> None:
+    """Run (or resume) stage 1 of :class:`muva.engine.run.Experiment` ``exp``."""
+    from muva.data.samplers import RandomIdentitySampler
+    from muva.engine.data import eval_loader
+    from muva.engine.features import extract_dataset, pseudo_mask_features
+    from muva.engine.hooks import CheckpointHook
+    from muva.engine.logging import LoggingHook
+    from muva.engine.optim import build_optimizer
+    from muva.engine.trainer import Trainer
+    from muva.losses import PromptCentroidLoss, SupConLoss
+
+    cfg, s1, model, dist = exp.cfg, exp.cfg.stage1, exp.model, exp.dist
+    labels = torch.as_tensor(exp.train.labels, dtype=torch.long)
+    n = len(labels)
+    exp.log(f"[bold]stage 1[/] prompt learning: {exp.train.num_classes} identities, {n} images, {s1.epochs} epochs")
+    loader = eval_loader(exp.plain_ds, cfg.data.eval_batch_size, cfg.data.num_workers, dist.world_size, dist.rank,
+                         dist.device.type)
+    fn = pseudo_mask_features if (s1.use_pseudo_masks and exp.masks is not None) else _proj_features
+    feats = extract_dataset(model, loader, n, fn, dist.device, exp.autocast, "stage 1 features", exp.show_progress)
+    centroids = identity_centroids(feats, labels, exp.train.num_classes).to(dist.device)
+    feats_dev = feats.to(dist.device)
+
+    exp.set_trainable("stage1")
+    optimizer = build_optimizer(model.named_parameters(), s1.optim)
+    sc = s1.schedule
+    scheduler = LRScheduler(optimizer, build_schedule(sc.name, max_epochs=s1.epochs, warmup_epochs=sc.warmup_epochs,
+                                                      warmup_factor=sc.warmup_factor, warmup_lr=sc.warmup_lr,
+                                                      min_lr=sc.min_lr, milestones=sc.milestones, gamma=sc.gamma),
+                            per_iteration=sc.per_iteration)
+    sampler = RandomIdentitySampler(labels.tolist(), s1.batch_size, s1.num_instances, cfg.seed + 1,
+                                    dist.world_size, dist.rank)
+    batches = DataLoader(_IndexDataset(labels), batch_size=sampler.local_batch_size, sampler=sampler, drop_last=True)
+    prompt_loss = PromptCentroidLoss(s1.temperature)
+    supcon = SupConLoss(s1.temperature)
+
+    def step(trainer, batch):
+        pids = batch["pid"]
+        uniq, inv = torch.unique(pids, return_inverse=True)
+        text = model.encode_text(uniq)[inv]
+        if s1.loss == "prompt":
+            return {"prompt": prompt_loss(text, centroids, pids)}
+        return {"supcon": supcon(feats_dev[batch["index"]], text, pids)}
+
+    ckpt = CheckpointHook(exp.run_dir, lambda: exp.run_state(stage1_done=False), cfg.output.checkpoint_every, dist.is_main)
+    trainer = Trainer(model, optimizer, step, batches, sampler, s1.epochs, scheduler=scheduler, amp=cfg.amp,
+                      grad_clip=s1.optim.grad_clip, device=dist.device, name="stage1", is_main=dist.is_main,
+                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch, grad_hook=_sync_grads,
+                      hooks=[LoggingHook(exp.logger, cfg.output.log_every, exp.show_progress), ckpt, *exp.extra_hooks])
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state["trainer"])
+        exp.log(f"resumed stage 1 at epoch {trainer.epoch + 1}, iteration {trainer.iter_in_epoch}")
+    trainer.train()
+    exp.stage1_done = True
+    ckpt.extra = lambda: exp.run_state(stage1_done=True)
+    ckpt.save(trainer)
+    exp.stage1_loss = trainer.last_losses
+
+
+def _proj_features(model, batch):
+    out = model(batch["image"], camids=batch.get("camid") if model.cfg.sie else None)
+    return out["proj_features"] if "proj_features" in out else out["features"]
+
+

@@ -1,0 +1,141 @@
+"""Stage 2 — image-encoder training with the text side frozen.
+
+Per batch (weights from ``stage2.weights``; MUVA: all 1, CLIP-ReID: id 0.25, triplet 1,
+i2t 1, imp 0, mask 0):
+
+* ``id``      label-smoothed CE of the classifier logits;
+* ``imp``     cluster-memory contrastive loss on the BN-neck features (memory rebuilt from
+              all training images at the start of every epoch, momentum/hard update per batch);
+* ``i2t``     label-smoothed CE of the projected image feature against the frozen text
+              prototypes of all identities (computed once at the start of the stage);
+* ``mask``    BCE + Dice of every layer's mask logits against the (flipped-with-the-image)
+              pseudo masks;
+* ``triplet`` batch-hard triplet of the pre-BN features (CLIP-ReID).
+
+The model is wrapped in DistributedDataParallel under torchrun (SyncBatchNorm on GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from muva.engine.schedulers import LRScheduler, build_schedule
+
+__all__ = ["run_stage2", "Stage2Losses"]
+
+
+class Stage2Losses(torch.nn.Module):
+    """The weighted stage-2 objective; holds the cluster memory (saved in checkpoints)."""
+
+    def __init__(self, cfg, num_classes: int, feature_dim: int, text_prototypes: torch.Tensor | None, has_parts: bool):
+        super().__init__()
+        from muva.losses import ClusterMemory, LabelSmoothingCE, MaskLoss, TripletLoss
+
+        self.w = cfg.weights
+        self.ce = LabelSmoothingCE(cfg.label_smoothing)
+        self.memory = ClusterMemory(feature_dim, num_classes, cfg.memory_temperature, cfg.memory_momentum, cfg.memory_mode)
+        self.mask = MaskLoss(cfg.mask_bce_weight, cfg.mask_dice_weight)
+        self.triplet = TripletLoss(cfg.triplet_margin)
+        self.has_parts = has_parts
+        self.register_buffer("text", text_prototypes if text_prototypes is not None else torch.zeros(0), persistent=False)
+
+    def forward(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        from muva.losses import image_to_text_ce
+
+        y = batch["pid"]
+        terms: dict[str, torch.Tensor] = {}
+        if self.w.id:
+            terms["id"] = self.w.id * self.ce(out["logits"], y)
+        if self.w.imp:
+            terms["imp"] = self.w.imp * self.memory(out["bn_features"], y)
+        if self.w.i2t:
+            terms["i2t"] = self.w.i2t * image_to_text_ce(out["proj_features"], self.text, y, self.ce.epsilon)
+        if self.w.mask and self.has_parts:
+            terms["mask"] = self.w.mask * self.mask(out["mask_logits"], batch["mask"])
+        if self.w.triplet:
+            terms["triplet"] = self.w.triplet * self.triplet(out["features"], y)
+        if not terms:
+            raise ValueError("every stage-2 loss weight is 0; set at least one of stage2.weights.*")
+        return terms
+
+
+def run_stage2(exp, resume_state: dict | None = None) -> None:
+    """Run (or resume) stage 2 of :class:`muva.engine.run.Experiment` ``exp``."""
+    from muva.data.samplers import RandomIdentitySampler
+    from muva.engine.data import eval_loader, train_loader
+    from muva.engine.features import extract_dataset, test_features
+    from muva.engine.hooks import CallbackHook, CheckpointHook, EvalHook
+    from muva.engine.logging import LoggingHook
+    from muva.engine.optim import build_optimizer
+    from muva.engine.trainer import Trainer
+
+    cfg, s2, model, dist = exp.cfg, exp.cfg.stage2, exp.model, exp.dist
+    labels = exp.train.labels
+    n = len(labels)
+    exp.log(f"[bold]stage 2[/] image encoder: {exp.train.num_classes} identities, {n} images, {s2.epochs} epochs")
+    has_parts = model.num_parts > 0
+    if s2.weights.mask and has_parts and exp.masks is None:
+        raise ValueError("stage2.weights.mask > 0 needs pseudo masks (grounding caches) for the sources")
+    text = None
+    if s2.weights.i2t:
+        model.eval()
+        text = model.text_features(progress=False).detach().float()
+    exp.set_trainable("stage2")
+    losses = Stage2Losses(s2, exp.train.num_classes, model.feature_dim, text, has_parts).to(dist.device)
+
+    train_model = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if dist.device.type == "cuda":
+            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # the mask predictors' key-projection biases never receive a gradient (softmax ignores a
+        # per-query constant), so models with parts need DDP's unused-parameter detection
+        find_unused = has_parts
+        train_model = DDP(train_model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+                          find_unused_parameters=find_unused)
+    optimizer = build_optimizer(model.named_parameters(), s2.optim)
+    sc = s2.schedule
+    scheduler = LRScheduler(optimizer, build_schedule(sc.name, max_epochs=s2.epochs, warmup_epochs=sc.warmup_epochs,
+                                                      warmup_factor=sc.warmup_factor, warmup_lr=sc.warmup_lr,
+                                                      min_lr=sc.min_lr, milestones=sc.milestones, gamma=sc.gamma),
+                            per_iteration=sc.per_iteration)
+    sampler = RandomIdentitySampler(labels, cfg.data.batch_size, cfg.data.num_instances, cfg.seed,
+                                    dist.world_size, dist.rank)
+    loader = train_loader(exp.train_ds, sampler, sampler.local_batch_size, cfg.data.num_workers, dist.device.type)
+    sie = bool(model.cfg.sie)
+
+    def step(trainer, batch):
+        out = train_model(batch["image"], camids=batch["camid"] if sie else None)
+        return losses(out, batch)
+
+    labels_t = torch.as_tensor(labels, dtype=torch.long)
+
+    def rebuild_memory(trainer):
+        if not s2.weights.imp or trainer.resumed_mid_epoch:
+            return
+        plain = eval_loader(exp.plain_ds, cfg.data.eval_batch_size, cfg.data.num_workers, dist.world_size, dist.rank,
+                            dist.device.type)
+        feats = extract_dataset(model, plain, n, test_features(), dist.device, exp.autocast,
+                                f"memory (epoch {trainer.epoch + 1})", exp.show_progress and n > 2000)
+        losses.memory.rebuild(feats.to(dist.device), labels_t.to(dist.device))
+
+    ckpt = CheckpointHook(exp.run_dir, lambda: exp.run_state(stage1_done=True), cfg.output.checkpoint_every, dist.is_main)
+    hooks = [CallbackHook(before_epoch=rebuild_memory), LoggingHook(exp.logger, cfg.output.log_every, exp.show_progress)]
+    if exp.targets:
+        best = resume_state.get("best") if resume_state else None
+        exp.eval_hook = EvalHook(lambda tr: exp.evaluate(stage="stage2", epoch=tr.epoch + 1), cfg.eval.every,
+                                 exp.record_eval, ckpt, cfg.eval.best_metric, exp.run_dir / "best.pt", best)
+        hooks.append(exp.eval_hook)
+    hooks.append(ckpt)
+    hooks.extend(exp.extra_hooks)
+    trainer = Trainer(train_model, optimizer, step, loader, sampler, s2.epochs, scheduler=scheduler, amp=cfg.amp,
+                      grad_clip=s2.optim.grad_clip, device=dist.device, name="stage2", is_main=dist.is_main,
+                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch,
+                      extra_state={"losses": losses}, hooks=hooks)
+    exp.trainer = trainer
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state["trainer"])
+        exp.log(f"resumed stage 2 at epoch {trainer.epoch + 1}, iteration {trainer.iter_in_epoch}")
+    trainer.train()
+    exp.stage2_loss = trainer.last_losses
