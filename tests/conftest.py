@@ -18,3 +18,14 @@ def mini_mars() -> Path:
     if not (path / "bbox_train").is_dir():
         pytest.skip(f"real images not available: {path} is absent (see docs/datasets.md)")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest single-threaded, above all when other processes share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,10 +12,7 @@ from muva.data import DatasetError, open_dataset
 from muva.data.datasets import image_sets, market1501, market_style, mars, msmt17, small_targets
 
 
-def touch(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x")
-    return path
+from _helpers import touch
 
 
 def tiny_split_file(folder: Path, test, train, picks=None) -> Path:

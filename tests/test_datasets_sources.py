@@ -12,14 +12,7 @@ from muva.data import DatasetError, open_dataset
 from muva.data.records import UNKNOWN_CAMERA
 
 
-def touch(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x")
-    return path
-
-
-def stats(ds):
-    return {s: (st.num_pids, st.num_images, st.num_cams) for s, st in ds.stats().items()}
+from _helpers import stats, touch
 
 
 # ----------------------------------------------------------------------------- MSMT17
