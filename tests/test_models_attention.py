@@ -187,13 +187,15 @@ def test_pseudo_mask_shape_is_checked(one_layer):
 def test_mask_predictor_equals_standard_cross_attention():
     torch.manual_seed(0)
     p = MaskPredictor(64, 10, heads=4)
-    for lin in (p.k_proj, p.v_proj, p.q_proj):
+    assert p.k_proj.bias is None
+    for lin in (p.v_proj, p.q_proj):
         torch.nn.init.normal_(lin.bias, std=0.5)
+    key_bias = torch.randn(64) * 0.5  # any key bias: the softmax cancels it
     parts, patches = torch.randn(2, 3, 64), torch.randn(2, 10, 64)
     mha = torch.nn.MultiheadAttention(64, 4, batch_first=True)
     with torch.no_grad():
         mha.in_proj_weight.copy_(torch.cat([p.q_proj.weight, p.k_proj.weight, p.v_proj.weight]))
-        mha.in_proj_bias.copy_(torch.cat([p.q_proj.bias, p.k_proj.bias, p.v_proj.bias]))
+        mha.in_proj_bias.copy_(torch.cat([p.q_proj.bias, key_bias, p.v_proj.bias]))
         mha.out_proj.weight.copy_(p.out_proj.weight)
         mha.out_proj.bias.copy_(p.out_proj.bias)
         kv = p.ln_kv(patches)

@@ -14,7 +14,7 @@ NUM_IDS = 751  # Market-1501 training identities
 
 def predictor_params(width=768, patches=128):
     ln = 2 * 2 * width
-    attn = 4 * (width * width + width)
+    attn = 4 * width * width + 3 * width  # q, k, v, out weights; no key bias
     mlp = width * patches + patches + patches * patches + patches
     return ln + attn + mlp
 

@@ -89,11 +89,7 @@ def run_stage2(exp, resume_state: dict | None = None) -> None:
 
         if dist.device.type == "cuda":
             train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        # the mask predictors' key-projection biases never receive a gradient (softmax ignores a
-        # per-query constant), so models with parts need DDP's unused-parameter detection
-        find_unused = has_parts
-        train_model = DDP(train_model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-                          find_unused_parameters=find_unused)
+        train_model = DDP(train_model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     optimizer = build_optimizer(model.named_parameters(), s2.optim)
     sc = s2.schedule
     scheduler = LRScheduler(optimizer, build_schedule(sc.name, max_epochs=s2.epochs, warmup_epochs=sc.warmup_epochs,

@@ -50,8 +50,8 @@ class MaskPredictor(nn.Module):
     A standard multi-head cross-attention (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``;
     queries = the R part tokens, keys/values = the L patch tokens), computed in an
     algebraically identical but cheaper order: the query is pulled back through the key
-    projection (``q·(W_k p + b_k) = (W_kᵀ q)·p + const``, the constant cancels in the
-    softmax) and the value projection is applied after the weighted sum
+    projection (``q·W_k p = (W_kᵀ q)·p``; a key bias would only add a per-query constant,
+    which the softmax cancels, so ``k_proj`` has none) and the value projection is applied after the weighted sum
     (``Σ a_l (W_v p_l + b_v) = W_v Σ a_l p_l + b_v``).  The cost is O(R·D²) per sample
     instead of O(L·D²), so the 12 predictors of ViT-B/16 add a few percent to a forward
     pass.  The attended part tokens (with a residual connection) go through an MLP
@@ -71,7 +71,9 @@ class MaskPredictor(nn.Module):
         self.ln_q = nn.LayerNorm(width)
         self.ln_kv = nn.LayerNorm(width)
         self.q_proj = nn.Linear(width, width)
-        self.k_proj = nn.Linear(width, width)
+        # no key bias: it adds a per-query constant that the softmax cancels, so it could
+        # never receive a gradient (and DDP would have to hunt for unused parameters)
+        self.k_proj = nn.Linear(width, width, bias=False)
         self.v_proj = nn.Linear(width, width)
         self.out_proj = nn.Linear(width, width)
         self.mlp = nn.Sequential(nn.Linear(width, num_patches), QuickGELU(), nn.Linear(num_patches, num_patches))
@@ -80,7 +82,8 @@ class MaskPredictor(nn.Module):
     def reset_parameters(self) -> None:
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.mlp[0], self.mlp[2]):
             nn.init.trunc_normal_(lin.weight, std=0.02)
-            nn.init.zeros_(lin.bias)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
 
     def cross_attention(self, parts: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """Multi-head cross-attention output B×R×D (before ``out_proj``'s residual)."""
@@ -89,7 +92,7 @@ class MaskPredictor(nn.Module):
         hd = d // h
         kv = self.ln_kv(patches)  # B×L×D
         q = self.q_proj(self.ln_q(parts)).view(b, r, h, hd)  # B×R×H×hd
-        # (W_k^T q) per head: B×H×R×D ; key bias cancels in the softmax
+        # (W_k^T q) per head: B×H×R×D
         qk = torch.einsum("brhc,hcd->bhrd", q, self.k_proj.weight.view(h, hd, d))
         attn = torch.softmax(qk.reshape(b, h * r, d) @ kv.transpose(1, 2) * hd**-0.5, dim=-1)  # B×(H·R)×L
         ctx = (attn @ kv).view(b, h, r, d)  # weighted sums of the normalised patches
