@@ -18,6 +18,13 @@ from muva import __version__
 # Command modules, in the order their commands appear in ``muva --help``.
 COMMAND_MODULES = [
     "muva.data.commands",
+    "muva.engine.commands",
+    "muva.data.synth.commands",
+    "muva.inference.commands",
+    "muva.viz.commands",
+    "muva.grounding.commands",
+    "muva.evaluation.commands",
+    "muva.models.commands",
 ]
 
 app = typer.Typer(

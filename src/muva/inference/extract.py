@@ -1,0 +1,158 @@
+"""Extract a dataset or a folder of images into a feature folder (``muva extract``).
+
+Sources: a registered dataset name (``market1501`` with ``--root``), a dataset folder
+(Market-1501 layout or a synthetic domain), or any folder of images (searched
+recursively; identity and camera are read from Market-style ``PPPP_cC…`` or MARS-style
+``PPPPCcT…`` file names when they follow one, else -1).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+from muva.data.records import DatasetError, is_image_file
+
+_MARKET = re.compile(r"^(-?\d+)_c(\d+)")
+_MARS = re.compile(r"^(\d{4})C(\d)T\d{4}F\d+")
+DEFAULT_SPLITS = ("query", "gallery")
+
+
+def parse_identity(name: str) -> tuple[int, int]:
+    """(pid, 0-based camid) from a Market- or MARS-style file name, else (-1, -1).
+
+    >>> parse_identity("0002_c1s1_000451_03.jpg"), parse_identity("0003C4T0003F001.jpg"), parse_identity("cat.png")
+    ((2, 0), (3, 3), (-1, -1))
+    """
+    base = os.path.basename(name)
+    m = _MARKET.match(base) or _MARS.match(base)
+    if not m:
+        return -1, -1
+    return int(m.group(1)), int(m.group(2)) - 1
+
+
+def folder_rows(folder: str | Path) -> list[dict]:
+    """Rows (path, pid, camid, split="", dataset="") for every image under ``folder``."""
+    folder = Path(folder)
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if f.startswith(".") or not is_image_file(f):
+                continue
+            path = os.path.join(dirpath, f)
+            pid, cam = parse_identity(f)
+            rows.append({"path": path, "pid": pid, "camid": cam, "split": "", "dataset": ""})
+    return rows
+
+
+def _open_dataset(spec: str, root: str | Path | None):
+    """Open a dataset by name or path with muva.data (``open_dataset`` when available)."""
+    import muva.data as data
+
+    opener = getattr(data, "open_dataset", None)
+    if opener is not None:
+        return opener(spec, root)
+    if Path(spec).is_dir():
+        return data.load_dataset("market1501", spec)
+    return data.load_dataset(spec, root)
+
+
+def gather_rows(source: str, *, root: str | Path | None = None, splits: Sequence[str] = DEFAULT_SPLITS) -> tuple[list[dict], dict]:
+    """Rows to extract from ``source`` and a description of where they came from.
+
+    A dataset contributes the records of ``splits``; a plain folder contributes every
+    image under it.  Raises :class:`DatasetError` when ``source`` is neither.
+    """
+    path = Path(source)
+    if path.is_file():
+        raise DatasetError(f"{source} is a file; pass a dataset name, a dataset folder or a folder of images")
+    try:
+        ds = _open_dataset(source, root)
+    except (DatasetError, KeyError) as exc:
+        if not path.is_dir():
+            raise DatasetError(f"{source!r} is neither a registered dataset nor a folder: {str(exc).strip(chr(34))}") from exc
+        rows = folder_rows(path)
+        if not rows:
+            raise DatasetError(f"no images found under {path}") from exc
+        return rows, {"kind": "folder", "path": str(path.resolve())}
+    rows = []
+    for split in splits:
+        for r in ds.split(split):
+            rows.append({"path": str(r.path), "pid": r.pid, "camid": r.camid, "split": split, "dataset": r.dataset or ds.name})
+    if not rows:
+        raise DatasetError(f"dataset {ds.name} has no images in split(s) {', '.join(splits)}")
+    return rows, {"kind": "dataset", "name": ds.name, "root": str(ds.root), "splits": list(splits)}
+
+
+def extract_to_folder(
+    extractor,
+    rows: list[dict],
+    out_dir: str | Path,
+    *,
+    shard_size: int = 8192,
+    resume: bool = True,
+    progress: bool = True,
+    source: dict | None = None,
+) -> dict:
+    """Extract ``rows`` into the feature folder ``out_dir`` (see :mod:`muva.inference.features`).
+
+    With ``resume`` (the default) images already in ``out_dir`` from an interrupted or
+    earlier run are skipped.  Returns a summary: rows written, skipped, failed.
+    """
+    from muva.inference.features import FeatureWriter
+    from muva.utils.progress import progress_bar
+
+    meta = {"extractor": extractor.describe(), "source": source or {}}
+    if resume:
+        _check_same_settings(out_dir, meta["extractor"])
+    writer = FeatureWriter(out_dir, dim=extractor.dim, shard_size=shard_size, resume=resume, meta=meta)
+    todo = [r for r in rows if r["path"] not in writer.done_paths]
+    skipped = len(rows) - len(todo)
+    written = 0
+    new_failed = 0
+    with progress_bar("extracting", total=len(todo), disable=not progress) as advance:
+        for indices, feats, _, failed in extractor.iter_files([r["path"] for r in todo]):
+            if indices:
+                writer.add([dict(todo[i]) for i in indices], feats)
+                written += len(indices)
+            for i, err in failed.items():
+                writer.add_failed(todo[i]["path"], err)
+            new_failed += len(failed)
+            advance(len(indices) + len(failed))
+    writer.close()
+    return {
+        "out": str(out_dir),
+        "written": written,
+        "skipped_existing": skipped,
+        "failed": new_failed,
+        "failed_total": len(writer.failed),
+        "rows": writer.manifest["num_rows"],
+        "dim": writer.dim,
+    }
+
+
+RESUME_KEYS = ("checkpoint", "flip", "before_bn", "input_size", "dim")
+
+
+def _check_same_settings(out_dir: str | Path, extractor: dict) -> None:
+    """Refuse to append to a feature folder made with another model or other settings."""
+    import json
+
+    from muva.inference.features import MANIFEST, FeatureFileError
+
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text()).get("meta", {}).get("extractor", {})
+    except ValueError:
+        return
+    diff = [f"{k}: {old[k]!r} → {extractor.get(k)!r}" for k in RESUME_KEYS if k in old and old[k] != extractor.get(k)]
+    if diff:
+        raise FeatureFileError(
+            f"{out_dir} holds features made with other settings ({'; '.join(diff)}); "
+            "pass --overwrite to replace them or choose another -o folder"
+        )
