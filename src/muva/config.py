@@ -11,24 +11,16 @@ back, with strict checking:
 * a YAML file may start from another one with ``_base_: other.yaml`` (relative to
   the file), so presets stay short.
 
-Example::
+Example (any config dataclass works the same way; here the synthetic generator's)::
 
-    >>> from dataclasses import dataclass, field
-    >>> @dataclass
-    ... class Optim:
-    ...     lr: float = 1e-3
-    ...     betas: tuple[float, float] = (0.9, 0.999)
-    >>> @dataclass
-    ... class Run:
-    ...     name: str = "demo"
-    ...     optim: Optim = field(default_factory=Optim)
-    >>> cfg = load_config(Run, overrides=["optim.lr=5e-6", "name=exp1"])
-    >>> cfg.optim.lr, cfg.name
-    (5e-06, 'exp1')
-    >>> load_config(Run, overrides=["optim.rl=1"])
+    >>> from muva.data.synth import SynthConfig
+    >>> cfg = load_config(SynthConfig, overrides=["num_domains=4", "ids_per_domain=60"])
+    >>> cfg.num_domains, cfg.ids_per_domain
+    (4, 60)
+    >>> load_config(SynthConfig, overrides=["num_domain=4"])
     Traceback (most recent call last):
     ...
-    muva.config.ConfigError: unknown config key 'optim.rl'; did you mean 'optim.lr'? Valid keys under 'optim': betas, lr
+    muva.config.ConfigError: unknown config key 'num_domain'; did you mean 'num_domains' or 'ids_per_domain'? Valid keys: ...
 """
 
 from __future__ import annotations
