@@ -101,3 +101,10 @@ def build_schedule(name: str, *, max_epochs: int, warmup_epochs: float, warmup_f
     if name == "constant":
         return Constant()
     raise ValueError(f"unknown lr schedule {name!r}; choose multistep, cosine or constant")
+
+
+def scheduler_from_config(optimizer, sc, epochs: int) -> LRScheduler:
+    """The :class:`LRScheduler` of a stage's schedule config (``stage1.schedule`` / ``stage2.schedule``)."""
+    schedule = build_schedule(sc.name, max_epochs=epochs, warmup_epochs=sc.warmup_epochs, warmup_factor=sc.warmup_factor,
+                              warmup_lr=sc.warmup_lr, min_lr=sc.min_lr, milestones=sc.milestones, gamma=sc.gamma)
+    return LRScheduler(optimizer, schedule, per_iteration=sc.per_iteration)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from muva.engine.schedulers import LRScheduler, build_schedule
+from muva.engine.schedulers import scheduler_from_config
 
 __all__ = ["run_stage1", "identity_centroids"]
 
@@ -82,11 +82,7 @@ def run_stage1(exp, resume_state: dict | None = None) -> None:
 
     exp.set_trainable("stage1")
     optimizer = build_optimizer(model.named_parameters(), s1.optim)
-    sc = s1.schedule
-    scheduler = LRScheduler(optimizer, build_schedule(sc.name, max_epochs=s1.epochs, warmup_epochs=sc.warmup_epochs,
-                                                      warmup_factor=sc.warmup_factor, warmup_lr=sc.warmup_lr,
-                                                      min_lr=sc.min_lr, milestones=sc.milestones, gamma=sc.gamma),
-                            per_iteration=sc.per_iteration)
+    scheduler = scheduler_from_config(optimizer, s1.schedule, s1.epochs)
     sampler = RandomIdentitySampler(labels.tolist(), s1.batch_size, s1.num_instances, cfg.seed + 1,
                                     dist.world_size, dist.rank)
     batches = DataLoader(_IndexDataset(labels), batch_size=sampler.local_batch_size, sampler=sampler, drop_last=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from muva.engine.schedulers import LRScheduler, build_schedule
+from muva.engine.schedulers import scheduler_from_config
 
 __all__ = ["run_stage2", "Stage2Losses"]
 
@@ -91,11 +91,7 @@ def run_stage2(exp, resume_state: dict | None = None) -> None:
             train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         train_model = DDP(train_model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     optimizer = build_optimizer(model.named_parameters(), s2.optim)
-    sc = s2.schedule
-    scheduler = LRScheduler(optimizer, build_schedule(sc.name, max_epochs=s2.epochs, warmup_epochs=sc.warmup_epochs,
-                                                      warmup_factor=sc.warmup_factor, warmup_lr=sc.warmup_lr,
-                                                      min_lr=sc.min_lr, milestones=sc.milestones, gamma=sc.gamma),
-                            per_iteration=sc.per_iteration)
+    scheduler = scheduler_from_config(optimizer, s2.schedule, s2.epochs)
     sampler = RandomIdentitySampler(labels, cfg.data.batch_size, cfg.data.num_instances, cfg.seed,
                                     dist.world_size, dist.rank)
     loader = train_loader(exp.train_ds, sampler, sampler.local_batch_size, cfg.data.num_workers, dist.device.type)

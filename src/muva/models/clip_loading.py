@@ -84,27 +84,23 @@ def resolve_clip_config(cfg: ModelConfig, quick_gelu: bool) -> dict[str, Any]:
     a = cfg.arch
     if a.embed_dim is not None:
         mc["embed_dim"] = a.embed_dim
-    if a.image_size is not None:
-        vision["image_size"] = a.image_size
-    if a.patch_size is not None:
-        vision["patch_size"] = a.patch_size
-    if a.vision_width is not None:
-        vision["width"] = a.vision_width
-    if a.vision_layers is not None:
-        vision["layers"] = a.vision_layers
     if a.vision_heads is not None:
-        width = vision["width"]
+        width = a.vision_width if a.vision_width is not None else vision["width"]
         if width % a.vision_heads:
             raise ValueError(f"arch.vision_heads={a.vision_heads} does not divide the vision width {width}")
         vision["head_width"] = width // a.vision_heads
-    if a.text_width is not None:
-        text["width"] = a.text_width
-    if a.text_layers is not None:
-        text["layers"] = a.text_layers
-    if a.text_heads is not None:
-        text["heads"] = a.text_heads
-    if a.context_length is not None:
-        text["context_length"] = a.context_length
+    for section, key, value in (
+        (vision, "image_size", a.image_size),
+        (vision, "patch_size", a.patch_size),
+        (vision, "width", a.vision_width),
+        (vision, "layers", a.vision_layers),
+        (text, "width", a.text_width),
+        (text, "layers", a.text_layers),
+        (text, "heads", a.text_heads),
+        (text, "context_length", a.context_length),
+    ):
+        if value is not None:
+            section[key] = value
     mc.pop("custom_text", None)
     mc["quick_gelu"] = bool(quick_gelu)
     return mc
