@@ -12,6 +12,14 @@ import pytest
 from test_train import TINY, make_tiny_data, tiny_overrides
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _losses(run_dir: Path, term: str = "total"):
     from muva.engine.logging import read_metrics
 
@@ -33,7 +41,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     cmd = [sys.executable, "-m", "muva", "train", "-c", str(TINY), "--quiet", *tiny_overrides(data, single, *extra)]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
     ddp = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            "-m", "muva", "train", "-c", str(TINY), "--quiet", *tiny_overrides(data, ddp, *extra)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
