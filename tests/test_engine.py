@@ -209,3 +209,17 @@ def test_amp_on_cpu_falls_back_with_a_note():
     assert tr.amp == "none" and "CUDA" in tr.notes[0]
     with pytest.raises(ValueError):
         _trainer(amp="fp8")
+
+
+def test_callback_hook_runs_given_events_and_rejects_unknown_ones():
+    from muva.engine.hooks import CallbackHook
+
+    seen = []
+    hook = CallbackHook(before_epoch=lambda t: seen.append(("before_epoch", t)),
+                        after_step=lambda t, losses: seen.append(("after_step", t, losses)))
+    hook.before_train("T")  # not given: the base class's no-op
+    hook.before_epoch("T")
+    hook.after_step("T", {"loss": 1.0})
+    assert seen == [("before_epoch", "T"), ("after_step", "T", {"loss": 1.0})]
+    with pytest.raises(ValueError, match="unknown hook event.*before_epcoh"):
+        CallbackHook(before_epcoh=print)

@@ -84,23 +84,17 @@ class EvalHook(Hook):
 
 
 class CallbackHook(Hook):
-    """Wraps plain functions as hook callbacks (``before_epoch=fn`` etc.)."""
+    """Wraps plain functions as hook callbacks (``before_epoch=fn`` etc.).
+
+    Each keyword names a :class:`Hook` event and its function takes the same arguments as
+    that event; an unknown name is an error rather than a callback that never runs.
+    """
+
+    EVENTS = ("before_train", "before_epoch", "after_step", "after_epoch", "after_train")
 
     def __init__(self, **callbacks: Callable):
-        self.callbacks = callbacks
-
-    def before_train(self, trainer):
-        if "before_train" in self.callbacks:
-            self.callbacks["before_train"](trainer)
-
-    def before_epoch(self, trainer):
-        if "before_epoch" in self.callbacks:
-            self.callbacks["before_epoch"](trainer)
-
-    def after_epoch(self, trainer):
-        if "after_epoch" in self.callbacks:
-            self.callbacks["after_epoch"](trainer)
-
-    def after_train(self, trainer):
-        if "after_train" in self.callbacks:
-            self.callbacks["after_train"](trainer)
+        unknown = sorted(set(callbacks) - set(self.EVENTS))
+        if unknown:
+            raise ValueError(f"unknown hook event(s) {', '.join(unknown)}; valid: {', '.join(self.EVENTS)}")
+        for event, fn in callbacks.items():
+            setattr(self, event, fn)  # shadows the base class's no-op for this instance
