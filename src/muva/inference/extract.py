@@ -9,14 +9,13 @@ recursively; identity and camera are read from Market-style ``PPPP_cC…`` or MA
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
+from muva.data.datasets.market1501 import parse_market_filename
+from muva.data.datasets.mars import parse_mars_filename
 from muva.data.records import DatasetError, is_image_file
 
-_MARKET = re.compile(r"^(-?\d+)_c(\d+)")
-_MARS = re.compile(r"^(\d{4})C(\d)T\d{4}F\d+")
 DEFAULT_SPLITS = ("query", "gallery")
 
 
@@ -27,10 +26,12 @@ def parse_identity(name: str) -> tuple[int, int]:
     ((2, 0), (3, 3), (-1, -1))
     """
     base = os.path.basename(name)
-    m = _MARKET.match(base) or _MARS.match(base)
-    if not m:
-        return -1, -1
-    return int(m.group(1)), int(m.group(2)) - 1
+    for parse in (parse_market_filename, lambda n: parse_mars_filename(n)[:2]):
+        try:
+            return parse(base)
+        except DatasetError:
+            continue
+    return -1, -1
 
 
 def folder_rows(folder: str | Path) -> list[dict]:
