@@ -157,6 +157,7 @@ def _write_demo_report(out: Path, exp, results: dict, expert: str, seconds: floa
     from muva.engine.logging import read_metrics
     from muva.engine.report import (loss_curves_svg, mask_image, metrics_table_html, png_data_uri, ranked_list_image,
                                     write_report)
+    from muva.viz.masks import PART_COLOURS
 
     name, splits = exp.targets[0]
     rows = [(k, {"mAP": 100 * r.mAP, "Rank-1": 100 * r.rank1, "Rank-5": 100 * r.rank5, "mINP": 100 * r.mINP})
@@ -188,9 +189,10 @@ def _write_demo_report(out: Path, exp, results: dict, expert: str, seconds: floa
         _, layers = exp.model.extract(imgs, return_masks=True)
         pred = layers[-1].float().numpy() > exp.model.cfg.mask_threshold
         pseudo = np.stack([exp.masks[r.path] for r in recs])
-        pic = mask_image([r.path for r in recs], pred, pseudo, exp.model.grid)
+        parts = list(exp.model.cfg.parts)
+        pic = mask_image([r.path for r in recs], pred, pseudo, exp.model.grid, parts)
         agree = float((pred == pseudo).mean())
+        legend = ", ".join(f"<span style='color:rgb{PART_COLOURS[p]}'>&#9632;</span> {p.replace('_', ' ')}" for p in parts)
         sections.append(("Part masks: pseudo (grounding) vs predicted (last layer)",
-                         f"<img src='{png_data_uri(pic)}'><p>red = head, blue = upper body, green = legs; "
-                         f"patch agreement {100 * agree:.1f} %</p>"))
+                         f"<img src='{png_data_uri(pic)}'><p>{legend}; patch agreement {100 * agree:.1f} %</p>"))
     return write_report(out / "report.html", "muva demo", sections)

@@ -6,108 +6,73 @@ Pictures are drawn with PIL and embedded as base64 PNG, curves as inline SVG, so
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from muva.viz import draw
+
 __all__ = ["ranked_list_image", "mask_image", "loss_curves_svg", "metrics_table_html", "write_report", "png_data_uri"]
 
-PART_COLOURS = [(230, 60, 60), (60, 160, 230), (70, 200, 90), (230, 180, 40)]
+# Pictures come from muva.viz, so the demo report and `muva viz` draw the same way.
+png_data_uri = draw.png_data_uri
 
 
-def png_data_uri(image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _thumb(path: str, size: tuple[int, int]):
+def _stack(images: Sequence, width: int, height: int = 1):
+    """Stack PIL images vertically on a white canvas (a small blank one when there are none)."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB").resize(size)
-    except OSError:
-        return Image.new("RGB", size, (90, 90, 90))
-
-
-def ranked_list_image(queries: Sequence, gallery: Sequence, qf, gf, num_queries: int = 4, k: int = 6,
-                      size: tuple[int, int] = (64, 128)):
-    """Rows of query + top-k gallery (green border = same identity, red = other); same-camera
-    same-identity gallery items are skipped as in evaluation."""
-    from PIL import Image, ImageDraw
-
-    qf = np.asarray(qf, dtype=np.float32)
-    gf = np.asarray(gf, dtype=np.float32)
-    g_pids = np.asarray([g.pid for g in gallery])
-    g_cams = np.asarray([g.camid for g in gallery])
-    rows = min(num_queries, len(queries))
-    picks = np.linspace(0, len(queries) - 1, rows).astype(int) if rows else []
-    w, h = size
-    pad = 6
-    canvas = Image.new("RGB", ((k + 1) * (w + pad) + pad * 3, rows * (h + pad + 14) + pad), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for r, qi in enumerate(picks):
-        q = queries[qi]
-        d = 1.0 - gf @ qf[qi]
-        keep = ~((g_pids == q.pid) & (g_cams == q.camid))
-        order = [j for j in np.argsort(d, kind="stable") if keep[j]][:k]
-        y = pad + r * (h + pad + 14)
-        canvas.paste(_thumb(q.path, size), (pad, y))
-        draw.rectangle([pad - 2, y - 2, pad + w + 1, y + h + 1], outline=(40, 40, 40), width=2)
-        draw.text((pad, y + h + 1), f"query {q.pid}", fill=(0, 0, 0))
-        for c, j in enumerate(order):
-            x = pad * 3 + (c + 1) * (w + pad)
-            canvas.paste(_thumb(gallery[j].path, size), (x, y))
-            colour = (30, 170, 60) if gallery[j].pid == q.pid else (210, 40, 40)
-            draw.rectangle([x - 2, y - 2, x + w + 1, y + h + 1], outline=colour, width=3)
-            draw.text((x, y + h + 1), f"{d[j]:.2f}", fill=(0, 0, 0))
+    canvas = Image.new("RGB", (max([width, *(im.width for im in images)]), max(height, sum(im.height for im in images))), draw.WHITE)
+    y = 0
+    for im in images:
+        canvas.paste(im, (0, y))
+        y += im.height
     return canvas
 
 
-def _overlay(img, masks: np.ndarray, grid: tuple[int, int], alpha: float = 0.45):
-    """Colour the patches of each part (R×L boolean or probability) over the image."""
-    from PIL import Image
+def ranked_list_image(queries: Sequence, gallery: Sequence, qf, gf, num_queries: int = 4, k: int = 6):
+    """Ranked lists of ``num_queries`` evenly spread queries (records), top ``k`` each, drawn by
+    :func:`muva.viz.ranks.draw_row` after the evaluation's junk removal (:func:`muva.viz.ranks.rank`)."""
+    from muva.viz.ranks import RankLayout, draw_row, rank
 
-    rows, cols = grid
-    arr = np.asarray(img, dtype=np.float32)
-    h, w = arr.shape[:2]
-    out = arr.copy()
-    for r, m in enumerate(np.asarray(masks, dtype=np.float32)):
-        cell = m.reshape(rows, cols)
-        up = np.kron(cell, np.ones((int(np.ceil(h / rows)), int(np.ceil(w / cols)))))[:h, :w]
-        colour = np.asarray(PART_COLOURS[r % len(PART_COLOURS)], dtype=np.float32)
-        weight = (alpha * np.clip(up, 0, 1))[..., None]
-        out = out * (1 - weight) + colour * weight
-    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    n = min(num_queries, len(queries))
+    picks = np.linspace(0, len(queries) - 1, n).astype(int) if n else np.zeros(0, int)
+    chosen = [queries[i] for i in picks]
+    lists = rank(np.asarray(qf, dtype=np.float32)[picks], gf, [q.pid for q in chosen], [g.pid for g in gallery],
+                 [q.camid for q in chosen], [g.camid for g in gallery], topk=k)
+    layout = RankLayout()
+    rows = [draw_row(q.path, q.pid, q.camid, [gallery[j].path for j in rl.gallery], rl.distances, rl.matches,
+                     [gallery[j].pid for j in rl.gallery], [gallery[j].camid for j in rl.gallery], topk=k, layout=layout)
+            for q, rl in zip(chosen, lists)]
+    return _stack(rows, layout.size(k)[0])
 
 
 def mask_image(paths: Sequence[str], predicted: np.ndarray, pseudo: np.ndarray | None, grid: tuple[int, int],
-               size: tuple[int, int] = (64, 128)):
-    """Per image: the crop, the pseudo masks and the predicted (last-layer) masks overlaid."""
+               parts: Sequence[str], size: tuple[int, int] = (64, 128)):
+    """Per image: the crop, the pseudo masks and the predicted (last-layer) masks, overlaid with
+    :func:`muva.viz.masks.overlay` (part colours of ``muva.viz.masks.PART_COLOURS``)."""
     from PIL import Image, ImageDraw
+
+    from muva.viz.masks import overlay
 
     w, h = size
     pad = 6
     cols = 3 if pseudo is not None else 2
-    canvas = Image.new("RGB", (len(paths) * (cols * (w + 2) + pad) + pad, h + 2 * pad + 14), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
+    canvas = Image.new("RGB", (len(paths) * (cols * (w + 2) + pad) + pad, h + 2 * pad + 14), draw.WHITE)
+    pen = ImageDraw.Draw(canvas)
     for i, p in enumerate(paths):
         x = pad + i * (cols * (w + 2) + pad)
-        img = _thumb(p, size)
+        img = draw.thumbnail(p, size)
         tiles = [("image", img)]
         if pseudo is not None:
-            tiles.append(("pseudo", _overlay(img, pseudo[i], grid)))
-        tiles.append(("predicted", _overlay(img, predicted[i], grid)))
+            tiles.append(("pseudo", overlay(img, pseudo[i], grid, parts)))
+        tiles.append(("predicted", overlay(img, predicted[i], grid, parts)))
         for t, (label, tile) in enumerate(tiles):
             canvas.paste(tile, (x + t * (w + 2), pad))
-            draw.text((x + t * (w + 2), pad + h + 1), label, fill=(0, 0, 0))
+            pen.text((x + t * (w + 2), pad + h + 1), label, fill=draw.BLACK)
     return canvas
-
 
 def loss_curves_svg(series: Mapping[str, Sequence[tuple[float, float]]], title: str, width: int = 520,
                     height: int = 220) -> str:
