@@ -120,8 +120,24 @@ def test_verify_images_all_good(tmp_path):
 
 
 def test_verify_function_reports_missing_file(tmp_path):
-    from muva.data.commands import verify_dataset_images
+    from muva.data.images import find_bad_images
 
     _jpeg(tmp_path / "a.jpg")
-    bad = verify_dataset_images([str(tmp_path / "a.jpg"), str(tmp_path / "gone.jpg"), str(tmp_path / "a.jpg")], workers=2)
+    bad = find_bad_images([str(tmp_path / "a.jpg"), str(tmp_path / "gone.jpg"), str(tmp_path / "a.jpg")], workers=2)
     assert bad == [(str(tmp_path / "gone.jpg"), "file not found")]
+
+
+def test_training_scan_uses_the_same_checker(tmp_path):
+    from muva.data.loader import scan_images
+    from muva.data.records import ImageRecord
+
+    good = tmp_path / "good.jpg"
+    _jpeg(good)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image at all")
+    bad = scan_images([ImageRecord(str(p), 1) for p in (good, empty, junk, tmp_path / "gone.jpg")], workers=2)
+    assert set(bad) == {str(empty), str(junk), str(tmp_path / "gone.jpg")}
+    assert bad[str(empty)] == "empty file" and bad[str(tmp_path / "gone.jpg")] == "file not found"
+    assert bad[str(junk)].startswith("unreadable (")

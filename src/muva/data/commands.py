@@ -108,6 +108,7 @@ def check(
 
     from muva.data import DATASETS, DatasetError, data_root, open_dataset
     from muva.data.datasets.official import official_stats
+    from muva.data.images import find_bad_images
     from muva.data.records import SPLITS, SplitStats
 
     console = Console()
@@ -154,7 +155,8 @@ def check(
     for note in notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     if verify_images and opened:
-        bad_files = verify_dataset_images([r.path for _, ds in opened for r in ds.train + ds.query + ds.gallery], workers)
+        bad_files = find_bad_images([r.path for _, ds in opened for r in ds.train + ds.query + ds.gallery], workers=workers,
+                                    progress=True, description="decoding images")
         if bad_files:
             console.print(f"[bold red]{len(bad_files)} unreadable or empty image(s):[/]")
             for path, reason in bad_files:
@@ -166,41 +168,6 @@ def check(
         console.print(f"[bold red]problem:[/] {problem}", highlight=False)
     if problems:
         raise typer.Exit(1)
-
-
-def _verify_one(path: str) -> str | None:
-    import os
-
-    from PIL import Image
-
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty file"
-        with Image.open(path) as im:
-            im.load()
-            if im.width == 0 or im.height == 0:
-                return "image of size 0"
-    except FileNotFoundError:
-        return "file not found"
-    except Exception as exc:  # PIL raises many types for broken files
-        return f"unreadable ({type(exc).__name__}: {exc})"
-    return None
-
-
-def verify_dataset_images(paths: List[str], workers: int = 8) -> list[tuple[str, str]]:
-    """Decode every image (thread pool, progress bar); returns ``[(path, reason)]`` for the bad ones."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from muva.utils.progress import progress_bar
-
-    unique = list(dict.fromkeys(paths))
-    bad: list[tuple[str, str]] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool, progress_bar("decoding images", len(unique)) as advance:
-        for path, reason in zip(unique, pool.map(_verify_one, unique, chunksize=64)):
-            if reason:
-                bad.append((path, reason))
-            advance()
-    return bad
 
 
 def _short(spec: str) -> str:

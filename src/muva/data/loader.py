@@ -14,7 +14,6 @@ reported before hours of training rather than in the middle.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -36,31 +35,11 @@ def read_image(path: str | Path):
         return im.convert("RGB")
 
 
-def _check_one(path: str) -> str | None:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        return None
-    except Exception as exc:  # noqa: BLE001 - report any decoder failure
-        return f"{type(exc).__name__}: {exc}"
-
-
 def scan_images(records: Sequence[ImageRecord], workers: int = 4, progress: bool = False) -> dict[str, str]:
     """``{path: reason}`` of the records whose file is missing or does not open as an image."""
-    paths = [r.path for r in records]
-    bad: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(_check_one, paths, chunksize=64)
-        if progress:
-            from muva.utils.progress import track
+    from muva.data.images import find_bad_images
 
-            results = track(results, "checking images", total=len(paths))
-        for path, reason in zip(paths, results):
-            if reason is not None:
-                bad[path] = reason
-    return bad
+    return dict(find_bad_images([r.path for r in records], workers=workers, decode=False, progress=progress))
 
 
 class ReIDImageDataset(Dataset):
