@@ -13,12 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-PART_COLORS: dict[str, tuple[int, int, int]] = {
-    "head": (230, 40, 40),
-    "upper_body": (40, 200, 60),
-    "legs": (50, 110, 255),
-    "shoes": (250, 210, 0),
-}
+from muva.viz.masks import PART_COLOURS as PART_COLORS  # one colour per part across every muva picture
 
 
 def _tile(image, boxes: Mapping, masks: np.ndarray | None, parts: Sequence[str], grid: tuple[int, int], input_size: tuple[int, int], scale: int, caption: str):
@@ -40,20 +35,11 @@ def _tile(image, boxes: Mapping, masks: np.ndarray | None, parts: Sequence[str],
         draw.rectangle([x0, y0, x1, y1], outline=color, width=1 if fallback else 2 * max(1, scale // 2))
     right = image.convert("RGB").resize((tw, th), Image.BILINEAR)
     if masks is not None:
+        from muva.viz.masks import overlay
+
         rows, cols = grid
-        arr = np.asarray(right, dtype=np.float32)
-        tint = np.zeros_like(arr)
-        count = np.zeros(arr.shape[:2] + (1,), dtype=np.float32)
         ph, pw = th / rows, tw / cols
-        for r, part in enumerate(parts):
-            m = np.asarray(masks[r], dtype=bool).reshape(rows, cols)
-            big = np.repeat(np.repeat(m, int(np.ceil(ph)), axis=0), int(np.ceil(pw)), axis=1)[:th, :tw]
-            tint[big] += np.array(PART_COLORS.get(part, (255, 255, 255)), dtype=np.float32)
-            count[big] += 1
-        has = count[..., 0] > 0
-        tint[has] /= count[has]
-        arr[has] = 0.45 * arr[has] + 0.55 * tint[has]
-        right = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+        right = overlay(right, np.asarray(masks, dtype=np.float32), grid, parts)
         d2 = ImageDraw.Draw(right)
         for r in range(1, rows):
             d2.line([(0, r * ph), (tw, r * ph)], fill=(0, 0, 0), width=1)
