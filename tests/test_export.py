@@ -15,7 +15,7 @@ from muva.inference import FeatureExtractor, InferenceError
 from muva.inference.export import check_onnx_parity, export_onnx, onnx_info
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 
 
 def _tiny(num_classes=3, **overrides):
@@ -125,5 +125,19 @@ def test_int8_export_is_close_not_equal(exported, tmp_path):
     assert q.file_bytes < report.file_bytes  # int8 weights
     assert q.parity["features_min_cosine"] > 0.99
     assert q.parity["features_max_abs_diff"] > 1e-6  # really quantised, not the float graph
+    ops = [(n.op_type, n.name) for n in onnx.load(str(q.path)).graph.node]
+    assert any(op != "MatMul" and "Integer" in op or op == "DynamicQuantizeMatMul" for op, _ in ops)
+    # the mask predictors (which decide the attention gates) stay float32
+    assert [name for op, name in ops if "mask_predictors" in name and op == "MatMul"]
+    assert not [name for op, name in ops if "mask_predictors" in name and ("Integer" in op or "Quantize" in op)]
     with pytest.raises(InferenceError, match="quantize must be"):
         export_onnx(ckpt, tmp_path / "x.onnx", quantize="int4")
+
+
+def test_dynamo_exporter_matches_too(exported, tmp_path, capfd):
+    """The torch.export-based exporter handles the model as well (dynamic batch, parity)."""
+    tmp, ckpt, report = exported
+    d = export_onnx(ckpt, tmp_path / "dyn.onnx", dynamo=True, check_batch=4)
+    assert d.outputs == ["features", "masks"] and d.parity["batch"] == 4
+    assert d.max_abs_diff <= 1e-4 and d.parity["masks_max_abs_diff"] <= 1e-4
+    assert "[torch.onnx]" not in capfd.readouterr().out  # the exporter's chatter stays out of the user's output

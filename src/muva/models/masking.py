@@ -145,8 +145,9 @@ def build_attention_mask(gate: torch.Tensor, dtype: torch.dtype | None = None) -
     n = 1 + r + l
     dtype = dtype or gate.dtype
     gate = gate.to(dtype)
-    part_part = torch.full((r, r), NEG_INF, dtype=dtype, device=gate.device)
-    part_part.fill_diagonal_(0.0)
+    idx = torch.arange(r, device=gate.device)  # (no fill_diagonal_ / bool eye: both ONNX exporters and ORT take this)
+    eye = idx[:, None] == idx[None, :]
+    part_part = torch.where(eye, 0.0, NEG_INF).to(dtype)
     zeros_col = gate.new_zeros(b, r, 1)
     part_rows = torch.cat([zeros_col, part_part.expand(b, r, r), gate], dim=2)  # B×R×N
     patch_rows = torch.cat([gate.new_zeros(b, l, 1), gate.transpose(1, 2), gate.new_zeros(b, l, l)], dim=2)  # B×L×N
