@@ -114,6 +114,19 @@ def test_extract_resume_search_round_trip(setup):
     assert [t["gallery"] for t in tops] == [str(p) for p in gal]
     assert gal[0].name in _text(r)
 
+    # Evaluate the extraction folder directly: its query rows against its gallery rows.
+    from muva.evaluation import evaluate
+
+    q, g = again.split("query"), again.split("gallery")
+    want = evaluate(q.features, g.features, q_pids=q.pids, g_pids=g.pids, q_camids=q.camids, g_camids=g.camids)
+    res_dir = tmp / "eval"
+    r = _ok(runner.invoke(app, ["evaluate-features", str(out), str(out), "--quiet", "-o", str(res_dir)]))
+    got = json.loads((res_dir / "results.json").read_text())
+    assert got["rows"][0]["average"]["mAP"] == pytest.approx(want.mAP)
+    assert got["rows"][0]["average"]["rank1"] == pytest.approx(float(want.cmc[0]))
+    bad = runner.invoke(app, ["evaluate-features", str(out), str(out), "--gallery-split", "train", "--quiet"])
+    assert bad.exit_code == 2 and "no rows of split 'train'" in _text(bad)
+
 
 def test_extract_plain_folder_and_errors(setup, tmp_path):
     tmp, ckpt, data = setup

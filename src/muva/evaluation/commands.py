@@ -9,8 +9,10 @@ import typer
 
 
 def evaluate_features(
-    query: Path = typer.Argument(..., help="Query feature file (.npz with features, pids[, camids, images]; see docs/evaluation.md)."),
-    gallery: Path = typer.Argument(..., help="Gallery feature file, same format."),
+    query: Path = typer.Argument(..., help="Query features: .npz (features, pids[, camids, images]; see docs/evaluation.md) or a `muva extract` folder."),
+    gallery: Path = typer.Argument(..., help="Gallery features, same formats (may be the same `muva extract` folder as QUERY)."),
+    query_split: Optional[str] = typer.Option(None, "--query-split", help="Rows of this split of a `muva extract` folder (default: its 'query' rows if it has any, else all)."),
+    gallery_split: Optional[str] = typer.Option(None, "--gallery-split", help="Same for GALLERY (default: its 'gallery' rows if it has any, else all)."),
     metric: str = typer.Option("cosine", "--metric", help="cosine (1 − cos, L2-normalised) or euclidean (squared)."),
     ap: str = typer.Option("community", "--ap", help="AP definition: community (mean precision at hits) or official (Market-1501 MATLAB)."),
     rerank: str = typer.Option("none", "--rerank", help="k-reciprocal re-ranking: none, exact or sparse."),
@@ -37,7 +39,8 @@ def evaluate_features(
 
     console = Console()
     try:
-        qf, gf = load_features(query), load_features(gallery)
+        qf = load_features(query, query_split, split_if_present="query")
+        gf = load_features(gallery, gallery_split, split_if_present="gallery")
         has_cams = qf.camids is not None and gf.camids is not None
         res = evaluate(
             qf.features,

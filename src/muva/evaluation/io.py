@@ -77,8 +77,14 @@ def _validate(arrays: dict, where: str) -> None:
             raise EvaluationError(f"{where}: '{key}' has {len(arrays[key])} entries for {n} rows")
 
 
-def load_features(path: str | Path) -> FeatureFile:
-    """Read a feature file (``.npz``, ``.pt``/``.pth``, or a ``muva extract`` output)."""
+def load_features(path: str | Path, split: str | None = None, *, split_if_present: str | None = None) -> FeatureFile:
+    """Read a feature file (``.npz``, ``.pt``/``.pth``, or a ``muva extract`` output).
+
+    ``muva extract`` outputs label each row with its split (``query``, ``gallery``,
+    ``train``): ``split`` keeps the rows of one split (an error when it has none);
+    ``split_if_present`` does the same only when the output has rows of that split,
+    and keeps all rows otherwise (e.g. a folder of images without splits).
+    """
     path = Path(path)
     if not path.exists():
         raise EvaluationError(f"feature file not found: {path}")
@@ -93,9 +99,11 @@ def load_features(path: str | Path) -> FeatureFile:
             raise EvaluationError(f"{path}: expected a dict with 'features' and 'pids', got {type(obj).__name__}")
         arrays = {k: (list(v) if k == "images" else to_numpy(v, name=k)) for k, v in obj.items()}
     elif path.is_dir() or path.suffix == ".safetensors":
-        return _load_extracted(path)
+        return _load_extracted(path, split, split_if_present)
     else:
         raise EvaluationError(f"{path}: unknown feature file type {path.suffix!r} (use .npz, .pt, or a `muva extract` folder)")
+    if split is not None:
+        raise EvaluationError(f"{path}: only `muva extract` outputs carry splits; drop the split option for this file")
     _validate(arrays, str(path))
     cams = arrays.get("camids")
     images = arrays.get("images")
@@ -108,12 +116,20 @@ def load_features(path: str | Path) -> FeatureFile:
     )
 
 
-def _load_extracted(path: Path) -> FeatureFile:
+def _load_extracted(path: Path, split: str | None = None, split_if_present: str | None = None) -> FeatureFile:
     try:
+        from muva.inference.features import FeatureFileError
         from muva.inference.features import load_features as load_extracted
     except ImportError as exc:  # pragma: no cover - depends on the inference package
         raise EvaluationError(f"{path}: reading `muva extract` outputs needs muva.inference ({exc})") from exc
     fs = load_extracted(path)
+    if split is None and split_if_present is not None and split_if_present in set(fs.splits):
+        split = split_if_present
+    if split is not None:
+        try:
+            fs = fs.split(split)
+        except FeatureFileError as exc:
+            raise EvaluationError(f"{path}: {exc}") from exc
     pids = np.asarray(fs.pids, dtype=np.int64)
     cams = np.asarray(fs.camids, dtype=np.int64)
     return FeatureFile(features=fs.features, pids=pids, camids=None if np.all(cams == -1) else cams,
