@@ -227,6 +227,23 @@ def test_save_without_text_tower(trained, tmp_path):
     torch.testing.assert_close(back.extract(x), m.extract(x))
 
 
+def test_load_file_with_mask_predictor_key_biases(trained, tmp_path):
+    """Files saved before the mask predictors' key bias was dropped still load, with the same outputs."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    m, path = trained
+    state = load_file(str(path))
+    for i in range(m.num_layers):
+        state[f"visual.mask_predictors.{i}.k_proj.bias"] = torch.randn(m.visual.width)  # cancelled by the softmax
+    old = tmp_path / "model.safetensors"
+    save_file(state, str(old))
+    shutil.copy(path.with_suffix(".json"), old.with_suffix(".json"))
+    x = torch.randn(2, 3, 128, 64)
+    torch.testing.assert_close(load_model(old).extract(x), m.extract(x))
+
+
 def test_load_errors(tmp_path, trained):
     with pytest.raises(ModelFileError, match="save_model"):
         load_model(tmp_path / "missing.safetensors")

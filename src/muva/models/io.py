@@ -113,6 +113,10 @@ def load_model(path: str | Path, num_classes: int | None = None, device: str | t
         log.warning("load_model: skipped identity-dependent tensors %s (%s)", ", ".join(skip), why)
         for k in skip:
             state.pop(k)
+    # Files from before the mask predictors lost their key bias (the softmax cancels a
+    # per-query constant, so dropping it changes no output): ignore those tensors.
+    for k in [k for k in state if k.startswith("visual.mask_predictors.") and k.endswith(".k_proj.bias")]:
+        state.pop(k)
     own = model.state_dict()
     missing = [k for k in own if k not in state and not (k.startswith("text.") and not meta.get("include_text", True))]
     missing = [k for k in missing if not (k in IDENTITY_KEYS and skip)]
