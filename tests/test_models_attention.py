@@ -207,7 +207,10 @@ def test_mask_predictor_equals_standard_cross_attention():
 
 
 def test_sdpa_gets_one_broadcast_mask_per_layer(monkeypatch):
-    """Every block calls scaled_dot_product_attention with one B×1×N×N mask (None for the baseline)."""
+    """Every block calls scaled_dot_product_attention with one B×1×N×N mask (None for the baseline).
+
+    The last block asks only for the [CLS, parts] queries (nothing reads its patch outputs).
+    """
     import torch.nn.functional as F
 
     seen = []
@@ -222,7 +225,32 @@ def test_sdpa_gets_one_broadcast_mask_per_layer(monkeypatch):
     torch.manual_seed(0)
     n = 1 + R + L
     build_model(tiny_config(), num_classes=2).eval()(torch.randn(2, 3, 128, 64))
-    assert seen == [((2, 2, n, 32), (2, 1, n, n))] * 2
+    assert seen == [((2, 2, n, 32), (2, 1, n, n)), ((2, 2, 1 + R, 32), (2, 1, 1 + R, n))]
     seen.clear()
     build_model(tiny_config(parts=[]), num_classes=2).eval()(torch.randn(2, 3, 128, 64))
-    assert seen == [((2, 2, 1 + L, 32), None)] * 2
+    assert seen == [((2, 2, 1 + L, 32), None), ((2, 2, 1, 32), None)]
+
+
+@pytest.mark.parametrize("parts", [None, []])
+def test_last_block_query_pruning_changes_nothing(parts, monkeypatch):
+    """Computing only [CLS, parts] in the last block gives the same tokens and gradients as the full block."""
+    from muva.models.vit import MuvaVisionEncoder
+
+    torch.manual_seed(0)
+    kw = {} if parts is None else {"parts": parts}
+    model = build_model(tiny_config(**kw), num_classes=2)
+    model.train()
+    x = torch.randn(3, 3, 128, 64)
+    out = model(x)
+    out["features"].square().sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    full_block = MuvaVisionEncoder.block
+    monkeypatch.setattr(MuvaVisionEncoder, "block", staticmethod(lambda blk, x, mask, queries=None: full_block(blk, x, mask)))
+    ref = model(x)
+    ref["features"].square().sum().backward()
+    torch.testing.assert_close(out["features"], ref["features"], rtol=1e-5, atol=1e-6)
+    for k, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-6, msg=k)
+

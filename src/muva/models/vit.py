@@ -168,13 +168,24 @@ class MuvaVisionEncoder(nn.Module):
         return vit.ln_pre(torch.cat(seq, dim=1))
 
     @staticmethod
-    def block(blk: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """One open_clip residual block with our attention (one broadcast mask for all heads)."""
+    def block(blk: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, queries: int | None = None) -> torch.Tensor:
+        """One open_clip residual block with our attention (one broadcast mask for all heads).
+
+        ``queries``: compute the output of the first ``queries`` tokens only (all tokens
+        still serve as keys and values) — the last layer, whose patch outputs nothing
+        reads, skips the attention, output projection and MLP of every patch.
+        """
         attn = blk.attn
         b, n, d = x.shape
         h = attn.num_heads
         qkv = F.linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
         q, k, v = qkv.view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
+        if queries is not None and queries < n:
+            # (one QKV product for all tokens keeps the arithmetic bit-identical to the
+            # full block; only the query projection of the patches is wasted)
+            q, x, n = q[:, :, :queries], x[:, :queries], queries
+            if mask is not None:
+                mask = mask[:, :, :queries]
         if mask is not None:
             mask = mask.to(q.dtype)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -216,7 +227,11 @@ class MuvaVisionEncoder(nn.Module):
             fixed = build_attention_mask(pseudo_gate(pseudo_masks.to(x.device), dtype=x.dtype))
         logits_acc: torch.Tensor | None = None
         all_logits: list[torch.Tensor] = []
+        last = self.num_layers - 1
         for i, blk in enumerate(self.vit.transformer.resblocks):
+            # only [CLS, parts] of the last layer's output are read (and its mask logits
+            # come from the predictor before it), so its patch outputs are not computed
+            queries = 1 + r if i == last else None
             mask = None
             if r:
                 inc = self.mask_predictors[i](x[:, 1 : 1 + r], x[:, 1 + r :])
@@ -224,9 +239,9 @@ class MuvaVisionEncoder(nn.Module):
                 all_logits.append(logits_acc)
                 mask = fixed if fixed is not None else build_attention_mask(self._gate(logits_acc), x.dtype)
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(self.block, blk, x, mask, use_reentrant=False)
+                x = checkpoint(self.block, blk, x, mask, queries, use_reentrant=False)
             else:
-                x = self.block(blk, x, mask)
+                x = self.block(blk, x, mask, queries)
         tokens = self.vit.ln_post(x[:, : 1 + r])
         if self.vit.proj is not None:
             tokens = tokens @ self.vit.proj.to(tokens.dtype)
