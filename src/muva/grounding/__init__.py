@@ -7,8 +7,9 @@ Light to import (NumPy only); experts load their models on construction.  The co
 line is ``muva ground ...`` (see ``docs/grounding.md``).
 """
 
-import importlib
+from muva.utils.lazy import lazy_exports
 
+# Lazy (muva.utils.lazy): `muva ground --help` imports this package and must not pay for NumPy / SQLite.
 _EXPORTS = {
     "PartBox": "boxes", "Proposal": "boxes", "ValidationRules": "boxes", "box_iou": "boxes", "clip_box": "boxes", "validate_parts": "boxes",
     "CacheEntry": "cache", "GroundingCache": "cache", "GroundingCacheError": "cache", "default_cache_path": "cache", "merge_caches": "cache",
@@ -17,11 +18,5 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    # Lazy: ``muva ground --help`` imports this package and must not pay for NumPy / SQLite.
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"muva.grounding.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'muva.grounding' has no attribute {name!r}")
-
-
 __all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, {k: "." + v for k, v in _EXPORTS.items()})

@@ -11,7 +11,7 @@ Names are imported lazily so that ``import muva.inference`` stays light.
 
 from __future__ import annotations
 
-import importlib
+from muva.utils.lazy import lazy_exports
 
 _LAZY = {
     "FeatureExtractor": "muva.inference.extractor",
@@ -34,11 +34,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'muva.inference' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

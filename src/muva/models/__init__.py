@@ -12,10 +12,9 @@ open_clip on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
 
 from muva.models.config import ClipArch, ModelConfig, tiny_config
+from muva.utils.lazy import lazy_exports
 from muva.registry import Registry
 
 __all__ = [
@@ -48,10 +47,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'muva.models' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 #: Named model presets (the YAML files under configs/model/ hold the same settings).

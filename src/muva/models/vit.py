@@ -181,8 +181,8 @@ class MuvaVisionEncoder(nn.Module):
         qkv = F.linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
         q, k, v = qkv.view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
         if queries is not None and queries < n:
-            # (one QKV product for all tokens keeps the arithmetic bit-identical to the
-            # full block; only the query projection of the patches is wasted)
+            # (the QKV product stays one GEMM over all tokens: simplest, and only the
+            # patches' query projection, 1/12 of the block, is computed in vain)
             q, x, n = q[:, :, :queries], x[:, :queries], queries
             if mask is not None:
                 mask = mask[:, :, :queries]

@@ -25,7 +25,6 @@ ONNX Runtime has its own memory arena and is not affected.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -44,9 +43,10 @@ _applied: bool | None = None
 def _glibc():
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    try:  # the process's own symbols (no ldconfig lookup: this runs at every CLI start)
+        libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # only glibc has it (musl has mallopt as a no-op stub)
+        libc.mallopt
     except (OSError, AttributeError):
         return None
     return libc
