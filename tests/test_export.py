@@ -114,6 +114,7 @@ def test_export_cli(exported, tmp_path):
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "parity on a batch of 3" in text and out.exists()
+    assert "--quantize int8" in text  # the float export points to the fast CPU option
     r = CliRunner().invoke(app, ["export", str(ckpt), "-o", str(out), "--format", "tflite"])
     assert r.exit_code == 2 and "unknown export format" in r.output
 
