@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from _helpers import trained_looking_bn
 from muva.cli import app
 from muva.inference import FeatureExtractor, InferenceError
 from muva.inference.export import check_onnx_parity, export_onnx, onnx_info
@@ -22,12 +23,7 @@ def _tiny(num_classes=3, **overrides):
     from muva.models import build_model, tiny_config
 
     torch.manual_seed(0)
-    model = build_model(tiny_config(**overrides), num_classes=num_classes)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return trained_looking_bn(build_model(tiny_config(**overrides), num_classes=num_classes)).eval()
 
 
 @pytest.fixture(scope="module")

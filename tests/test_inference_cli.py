@@ -12,26 +12,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from _helpers import make_market
 from muva.cli import app
 from muva.inference.features import load_features
 
 pytest.importorskip("faiss")
 runner = CliRunner()
-
-
-def make_market(root, ids=4, cams=2, seed=0):
-    """A tiny Market-1501-layout folder: distinct colour patterns per identity."""
-    rng = np.random.default_rng(seed)
-    for split, folder in (("train", "bounding_box_train"), ("query", "query"), ("gallery", "bounding_box_test")):
-        (root / folder).mkdir(parents=True)
-        for pid in range(1, ids + 1):
-            base = rng.integers(0, 256, (8, 4, 3))
-            for cam in range(1, cams + 1):
-                for k in range(1 if split == "query" else 2):
-                    img = np.kron(base, np.ones((16, 16, 1))) + rng.normal(0, 12, (128, 64, 3)) + 10 * cam
-                    name = f"{pid:04d}_c{cam}s1_{k:06d}_00.jpg"
-                    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / folder / name, quality=95)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _helpers import trained_looking_bn
 from muva.inference import FeatureExtractor, InferenceError
 from muva.inference.images import Preprocess
 
@@ -20,12 +21,7 @@ def tiny(tmp_path_factory):
     from muva.models import build_model, save_model, tiny_config
 
     torch.manual_seed(0)
-    model = build_model(tiny_config(), num_classes=3)
-    # A trained BN neck has non-trivial statistics (a fresh one is the identity up to scale).
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
+    model = trained_looking_bn(build_model(tiny_config(), num_classes=3))
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_model(model, path)
     return path

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from _helpers import make_market
 from muva.cli import app
 from muva.inference.features import FeatureSet
 from muva.viz.masks import MaskLayout, mask_panel, overlay, patch_to_pixels, select_layers, PART_COLOURS
@@ -119,27 +120,13 @@ def test_mask_panel_size():
         select_layers("4", 3)
 
 
-def make_market(root, ids=3, cams=2, seed=0):
-    """A tiny Market-1501-layout folder (query: one image per identity and camera)."""
-    rng = np.random.default_rng(seed)
-    for folder, per_cam in (("bounding_box_train", 1), ("query", 1), ("bounding_box_test", 2)):
-        (root / folder).mkdir(parents=True)
-        for pid in range(1, ids + 1):
-            base = rng.integers(0, 256, (8, 4, 3))
-            for cam in range(1, cams + 1):
-                for k in range(per_cam):
-                    img = np.kron(base, np.ones((16, 16, 1))) + rng.normal(0, 12, (128, 64, 3))
-                    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / folder / f"{pid:04d}_c{cam}s1_{k:06d}_00.jpg")
-    return root
-
-
 def test_viz_cli(tmp_path):
     from muva.models import build_model, save_model, tiny_config
 
     logging.getLogger("muva.models").setLevel(logging.ERROR)
     torch.manual_seed(0)
     ckpt = save_model(build_model(tiny_config(), num_classes=2), tmp_path / "m.safetensors")
-    data = make_market(tmp_path / "market", ids=3, cams=2)
+    data = make_market(tmp_path / "market", ids=3, cams=2, train_per_cam=1, cam_shift=0, quality=75)
     feats = tmp_path / "feats"
     r = runner.invoke(app, ["extract", str(ckpt), str(data), "-o", str(feats)])
     assert r.exit_code == 0, r.output
