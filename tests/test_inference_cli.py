@@ -110,6 +110,14 @@ def test_extract_resume_search_round_trip(setup):
     got = json.loads((res_dir / "results.json").read_text())
     assert got["rows"][0]["average"]["mAP"] == pytest.approx(want.mAP)
     assert got["rows"][0]["average"]["rank1"] == pytest.approx(float(want.cmc[0]))
+    import muva.inference.features as features_module
+
+    reads = []
+    real_load = features_module.load_features
+    with pytest.MonkeyPatch.context() as mp:  # one folder given for both sides is read once
+        mp.setattr(features_module, "load_features", lambda *a, **k: reads.append(a) or real_load(*a, **k))
+        _ok(runner.invoke(app, ["evaluate-features", str(out), str(out), "--quiet"]))
+    assert len(reads) == 1
     bad = runner.invoke(app, ["evaluate-features", str(out), str(out), "--gallery-split", "train", "--quiet"])
     assert bad.exit_code == 2 and "no rows of split 'train'" in _text(bad)
 

@@ -35,12 +35,11 @@ def evaluate_features(
 
     from muva.cli import fail
     from muva.evaluation import EvaluationError, evaluate, results_table
-    from muva.evaluation.io import load_features
+    from muva.evaluation.io import load_query_gallery
 
     console = Console()
     try:
-        qf = load_features(query, query_split, split_if_present="query")
-        gf = load_features(gallery, gallery_split, split_if_present="gallery")
+        qf, gf = load_query_gallery(query, gallery, query_split, gallery_split)
         has_cams = qf.camids is not None and gf.camids is not None
         res = evaluate(
             qf.features,

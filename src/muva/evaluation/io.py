@@ -116,16 +116,23 @@ def load_features(path: str | Path, split: str | None = None, *, split_if_presen
     )
 
 
-def _load_extracted(path: Path, split: str | None = None, split_if_present: str | None = None) -> FeatureFile:
+def _read_extracted(path: Path):
     try:
-        from muva.inference.features import FeatureFileError
         from muva.inference.features import load_features as load_extracted
     except ImportError as exc:  # pragma: no cover - depends on the inference package
         raise EvaluationError(f"{path}: reading `muva extract` outputs needs muva.inference ({exc})") from exc
-    fs = load_extracted(path)
+    return load_extracted(path)
+
+
+def _load_extracted(path: Path, split: str | None = None, split_if_present: str | None = None, fs=None) -> FeatureFile:
+    """Rows of a ``muva extract`` output as a FeatureFile (``fs``: the already read FeatureSet)."""
+    if fs is None:
+        fs = _read_extracted(path)
     if split is None and split_if_present is not None and split_if_present in set(fs.splits):
         split = split_if_present
     if split is not None:
+        from muva.inference.features import FeatureFileError
+
         try:
             fs = fs.split(split)
         except FeatureFileError as exc:
@@ -134,3 +141,15 @@ def _load_extracted(path: Path, split: str | None = None, split_if_present: str 
     cams = np.asarray(fs.camids, dtype=np.int64)
     return FeatureFile(features=fs.features, pids=pids, camids=None if np.all(cams == -1) else cams,
                        images=list(fs.paths), path=str(path))
+
+
+def load_query_gallery(query: str | Path, gallery: str | Path, query_split: str | None = None,
+                       gallery_split: str | None = None) -> tuple[FeatureFile, FeatureFile]:
+    """Query and gallery rows, as :func:`load_features` reads them with ``split_if_present``
+    ``"query"`` / ``"gallery"``; one ``muva extract`` folder given for both is read once."""
+    q, g = Path(query), Path(gallery)
+    if (q.is_dir() or q.suffix == ".safetensors") and q.resolve() == g.resolve():
+        fs = _read_extracted(q)
+        return (_load_extracted(q, query_split, "query", fs=fs), _load_extracted(g, gallery_split, "gallery", fs=fs))
+    return (load_features(q, query_split, split_if_present="query"),
+            load_features(g, gallery_split, split_if_present="gallery"))
