@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,8 @@ from muva.engine.config import OptimConfig
 from muva.engine.optim import param_groups
 from muva.engine.schedulers import LRScheduler, WarmupCosine, WarmupMultiStep
 from muva.engine.trainer import Hook, Trainer, TrainingDiverged
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_stage2_multistep_values_at_key_epochs():
@@ -31,6 +35,47 @@ def test_stage2_multistep_values_at_key_epochs():
     assert s.lr(lr * 10, 40) == pytest.approx(5e-6)  # mask predictor group keeps its x10
 
 
+def _paper_lrs(stage: str) -> tuple[list[float], float, int]:
+    """Every epoch's lr of a paper preset's stage, as the trainer sets it (0-based epochs)."""
+    from muva.engine.config import load_experiment
+    from muva.engine.schedulers import scheduler_from_config
+
+    cfg = load_experiment(REPO / "configs/muva/market_to_duke.yaml")
+    sc = getattr(cfg, stage)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=sc.optim.lr)
+    sch = scheduler_from_config(opt, sc.schedule, sc.epochs)
+    lrs = []
+    for epoch in range(sc.epochs):
+        sch.on_iteration(epoch, 0, 100)
+        lrs.append(sch.get_last_lr()[0])
+        sch.on_iteration(epoch, 99, 100)
+        assert sch.get_last_lr()[0] == lrs[-1]  # stepped per epoch
+    return lrs, sc.optim.lr, sc.epochs
+
+
+def test_paper_stage2_lr_of_every_epoch():
+    """Stepped with the 1-based epoch k before each epoch: warm-up 0.1 → 1 over 10, ×0.1 from k = 30 and 50."""
+    lrs, base, epochs = _paper_lrs("stage2")
+    assert (base, epochs) == (5e-6, 60)
+    for e, lr in enumerate(lrs):
+        k = e + 1
+        warm = 0.1 * (1 - k / 10) + k / 10 if k < 10 else 1.0
+        assert lr == pytest.approx(base * warm * 0.1 ** (k >= 30) * 0.1 ** (k >= 50), rel=1e-12), k
+    assert lrs[0] == pytest.approx(0.19 * base) and lrs[8] == pytest.approx(0.91 * base) and lrs[9] == pytest.approx(base)
+    assert lrs[28] == pytest.approx(base) and lrs[29] == pytest.approx(0.1 * base) and lrs[49] == pytest.approx(0.01 * base)
+
+
+def test_paper_stage1_lr_of_every_epoch():
+    """Linear warm-up from 1e-5 over 5 epochs, cosine from 3.5e-4 to 1e-6 over 120, 1-based: the last epoch is at the floor."""
+    lrs, base, epochs = _paper_lrs("stage1")
+    assert (base, epochs) == (3.5e-4, 120)
+    for e, lr in enumerate(lrs):
+        k = e + 1
+        want = 1e-5 + k * (base - 1e-5) / 5 if k < 5 else 1e-6 + 0.5 * (base - 1e-6) * (1 + math.cos(math.pi * k / 120))
+        assert lr == pytest.approx(want, rel=1e-12), k
+    assert lrs[0] == pytest.approx(1e-5 + (base - 1e-5) / 5) and lrs[-1] == pytest.approx(1e-6)
+
+
 def test_stage1_cosine_values_at_key_epochs():
     s = WarmupCosine(max_epochs=120, warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6)
     base = 3.5e-4
@@ -43,14 +88,14 @@ def test_stage1_cosine_values_at_key_epochs():
 def test_scheduler_sets_each_group_and_restores_state():
     p1, p2 = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([{"params": [p1], "lr": 1.0}, {"params": [p2], "lr": 10.0}])
-    sch = LRScheduler(opt, WarmupMultiStep((2,), 0.1, 0, 0.1))
+    sch = LRScheduler(opt, WarmupMultiStep((2,), 0.1, 0, 0.1), epoch_base=0)
     sch.on_iteration(2, 0, 5)
     assert sch.get_last_lr() == pytest.approx([0.1, 1.0])
     state = sch.state_dict()
     sch.step_to(0)
     sch.load_state_dict(state)
     assert sch.get_last_lr() == pytest.approx([0.1, 1.0])
-    per_iter = LRScheduler(opt, WarmupMultiStep((), 0.1, 1, 0.0), per_iteration=True)
+    per_iter = LRScheduler(opt, WarmupMultiStep((), 0.1, 1, 0.0), per_iteration=True, epoch_base=0)
     per_iter.on_iteration(0, 2, 4)
     assert per_iter.get_last_lr()[0] == pytest.approx(0.5)
 

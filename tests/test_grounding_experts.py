@@ -4,6 +4,7 @@ the MLLM on a tiny random Qwen2.5-VL, and the import of mask pickles."""
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,17 +265,37 @@ def test_import_rejects_wrong_layouts(tmp_path):
         ImportExpert(masks=tmp_path / "list.pkl")
 
 
-def test_import_empty_part_falls_back_to_the_prior_mask(tmp_path):
-    from muva.grounding.experts.importer import ImportExpert
-    from muva.grounding.masks import boxes_to_patch_masks
+def test_import_round_trip_keeps_empty_and_full_masks_exactly(tmp_path):
+    """Authors' pickle → cache → training masks: every mask unchanged, an empty part stays empty."""
+    from _helpers import make_market
 
-    m = np.zeros((3, 128), dtype=bool)
-    m[1, 20:60] = True
-    m[2, 80:120] = True  # head row left empty
+    from muva.data.datasets import open_dataset
+    from muva.grounding.experts.importer import ImportExpert
+    from muva.grounding.masks import load_pseudo_masks
+    from muva.grounding.run import ground_images, resolve_images
+
+    market = make_market(tmp_path / "market", ids=2, cams=2)
+    train = open_dataset(str(market)).train
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i, rec in enumerate(train):
+        m = rng.random((3, 128)) > 0.5
+        if i == 0:
+            m[0] = False  # head not found: empty
+        if i == 1:
+            m[:] = True  # every patch in every part
+        if i == 2:
+            m[1:] = False  # two empty parts
+        truth[Path(rec.path).name] = m
     with open(tmp_path / "m.pkl", "wb") as fh:
-        pickle.dump({"x.jpg": np.where(m, 0.0, -np.inf)}, fh)
-    e = ImportExpert(masks=tmp_path / "m.pkl").entries(["query/x.jpg"], [person_image(64, 128)])[0]
-    assert e.boxes["head"].source == "prior" and e.boxes["head"].reason == "empty"
-    got = e.patch_masks(["head", "upper_body", "legs"], (16, 8))
-    assert (got[0] == boxes_to_patch_masks(prior_boxes(64, 128), (64, 128))[0]).all() and got[0].any()
-    assert (got[1:] == m[1:]).all()
+        pickle.dump({k: np.where(v, 0.0, -np.inf).astype(np.float32) for k, v in truth.items()}, fh)
+    expert = ImportExpert(masks=tmp_path / "m.pkl")
+    ground_images(resolve_images(str(market), splits=("train",)), expert, tmp_path / "c.sqlite", progress=False)
+    assert expert.empty_parts == {"head": 1, "upper_body": 1, "legs": 1}
+    assert expert.notes()[0].startswith("3 empty part mask(s) kept empty (head 1, upper_body 1, legs 1)")
+    got = load_pseudo_masks(train, tmp_path / "c.sqlite")
+    for rec in train:
+        assert (got[rec.path] == truth[Path(rec.path).name]).all(), rec.path
+    assert not got[train[0].path][0].any() and got[train[1].path].all()
+
+

@@ -73,21 +73,42 @@ def test_batch_hard_triplet_hand_value():
 def test_dice_and_mask_loss_hand_value():
     p = torch.tensor([[[0.5, 0.5, 0.0, 1.0]]])
     t = torch.tensor([[[1.0, 0.0, 0.0, 1.0]]])
-    # inter 1.5, sums 2 and 2, smooth 1 -> 1 - 4/5
-    assert dice_loss(p, t).item() == pytest.approx(0.2, rel=1e-6)
+    # inter 1.5, sums 2 and 2: 1 - (3 + s)/(4 + s), s = 1e-3 (the reference's 1e-6 on sums / 1000)
+    assert dice_loss(p, t).item() == pytest.approx(1 - 3.001 / 4.001, rel=1e-6)
+    assert dice_loss(p, t, smooth=1.0).item() == pytest.approx(0.2, rel=1e-6)
+    # an empty target row: (0 + s) / (Σp + s)
+    assert dice_loss(p, torch.zeros_like(t)).item() == pytest.approx(1 - 1e-3 / 2.001, rel=1e-6)
     logits = torch.tensor([[[0.0, 2.0]]])
     target = torch.tensor([[[1.0, 0.0]]])
     bce = (math.log(2) + (2 + math.log1p(math.exp(-2)))) / 2
     s = [0.5, 1 / (1 + math.exp(-2))]
-    dice = 1 - (2 * s[0] + 1) / (sum(s) + 1 + 1)
+    dice = 1 - (2 * s[0] + 1e-3) / (sum(s) + 1 + 1e-3)
     one = bce + dice
     got = MaskLoss()([logits, logits * 0 + torch.tensor([[[0.0, 2.0]]])], target)
     assert got.item() == pytest.approx(one, rel=1e-5)
     assert MaskLoss(dice_weight=0)([logits], target).item() == pytest.approx(bce, rel=1e-5)
+    parts = MaskLoss().components([logits], target)
+    assert parts["bce"].item() == pytest.approx(bce, rel=1e-6) and parts["dice"].item() == pytest.approx(dice, rel=1e-6)
     with pytest.raises(ValueError):
         MaskLoss()([torch.zeros(1, 2, 3)], torch.zeros(1, 2, 4))
     with pytest.raises(ValueError):
         MaskLoss()([], target)
+
+
+def test_mask_temperature_scales_the_dice_probabilities_not_the_bce():
+    """The reference: BCE on the raw accumulated logits, Dice on sigmoid(logits / τ) (the gate's probabilities)."""
+    logits = torch.tensor([[[1.0, -3.0, 0.5]]])
+    target = torch.tensor([[[1.0, 0.0, 0.0]]])
+    tau = 2.0
+    bce = float(torch.nn.functional.binary_cross_entropy_with_logits(logits, target))
+    p = [1 / (1 + math.exp(-v / tau)) for v in (1.0, -3.0, 0.5)]
+    dice = 1 - (2 * p[0] + 1e-3) / (sum(p) + 1 + 1e-3)
+    c = MaskLoss(tau=tau).components([logits], target)
+    assert c["bce"].item() == pytest.approx(bce, rel=1e-6)
+    assert c["dice"].item() == pytest.approx(dice, rel=1e-6)
+    assert c["dice"].item() != pytest.approx(MaskLoss(tau=1.0).components([logits], target)["dice"].item(), rel=1e-3)
+    with pytest.raises(ValueError, match="tau"):
+        MaskLoss(tau=0.0)
 
 
 def test_mask_loss_mean_over_layers():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,26 @@ def test_config_errors_are_clear():
 
 
 def test_muva_templates_default():
+    # the reference's prompts have no final period
     assert ModelConfig().templates() == [
-        "A photo of a X X X X person.",
-        "A photo of a X X X X head of a person.",
-        "A photo of a X X X X upper body of a person.",
-        "A photo of a X X X X legs of a person.",
+        "A photo of a X X X X person",
+        "A photo of a X X X X head of a person",
+        "A photo of a X X X X upper body of a person",
+        "A photo of a X X X X legs of a person",
     ]
     assert "shoes of a person" in ModelConfig(parts=["head", "shoes"]).templates()[2]
+
+
+def test_prompt_eot_positions_follow_the_written_prompts():
+    """[SOS] A photo of a X X X X <words> [EOT]: EOT sits after 1 + 4 + 4 + (1 | 4 | 5 | 4) tokens."""
+    from muva.models.prompts import get_tokenizer
+
+    model = build_model(tiny_config(arch=replace(tiny_config().arch, context_length=77)), num_classes=2)
+    assert model.prompts.eot_index.tolist() == [10, 13, 14, 13]
+    assert model.prompts.ctx_start == [5, 5, 5, 5]
+    with_period = [t + "." for t in model.templates]
+    ids = get_tokenizer("ViT-B-16", 77)(with_period)
+    assert ids.argmax(-1).tolist() == [11, 14, 15, 14]  # what a final period would have given
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -112,7 +126,7 @@ def test_baseline_equals_open_clip_encoder_at_native_grid():
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_part_tokens_use_cls_position(tiny):
+def test_part_tokens_start_at_cls_position(tiny):
     vis = tiny.visual
     x = images(1)
     with torch.no_grad():

@@ -184,26 +184,51 @@ def test_pseudo_mask_shape_is_checked(one_layer):
         one_layer.visual(torch.randn(1, 3, 128, 64), pseudo_masks=torch.ones(1, 3, 16, dtype=torch.bool))
 
 
-def test_mask_predictor_equals_standard_cross_attention():
+@pytest.mark.parametrize("qv_bias", [False, True])
+def test_mask_predictor_equals_standard_cross_attention(qv_bias):
     torch.manual_seed(0)
-    p = MaskPredictor(64, 10, heads=4)
+    p = MaskPredictor(64, 10, heads=4, qv_bias=qv_bias)
     assert p.k_proj.bias is None
-    for lin in (p.v_proj, p.q_proj):
-        torch.nn.init.normal_(lin.bias, std=0.5)
+    zero = torch.zeros(64)
+    if qv_bias:
+        for lin in (p.v_proj, p.q_proj):
+            torch.nn.init.normal_(lin.bias, std=0.5)
     key_bias = torch.randn(64) * 0.5  # any key bias: the softmax cancels it
     parts, patches = torch.randn(2, 3, 64), torch.randn(2, 10, 64)
     mha = torch.nn.MultiheadAttention(64, 4, batch_first=True)
     with torch.no_grad():
         mha.in_proj_weight.copy_(torch.cat([p.q_proj.weight, p.k_proj.weight, p.v_proj.weight]))
-        mha.in_proj_bias.copy_(torch.cat([p.q_proj.bias, key_bias, p.v_proj.bias]))
+        qb = p.q_proj.bias if qv_bias else zero
+        vb = p.v_proj.bias if qv_bias else zero
+        mha.in_proj_bias.copy_(torch.cat([qb, key_bias, vb]))
         mha.out_proj.weight.copy_(p.out_proj.weight)
         mha.out_proj.bias.copy_(p.out_proj.bias)
         kv = p.ln_kv(patches)
         ref = mha(p.ln_q(parts), kv, kv, need_weights=False)[0]
         torch.testing.assert_close(p.cross_attention(parts, patches), ref, rtol=1e-5, atol=1e-5)
-        assert p(parts, patches).shape == (2, 3, 10)
+        # the MLP reads LayerNorm(parts + attention), as the reference's ln_mlp
+        want = p.mlp(torch.nn.functional.layer_norm(parts + ref, (64,), p.ln_mlp.weight, p.ln_mlp.bias))
+        torch.testing.assert_close(p(parts, patches), want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="does not divide"):
         MaskPredictor(64, 10, heads=5)
+
+
+def test_mask_predictor_parameters_and_init_follow_the_reference():
+    """No q/k/v biases, an output bias with nn.Linear's default init, LayerNorm before the MLP."""
+    torch.manual_seed(0)
+    p = MaskPredictor(768, 128, heads=2)
+    names = [n for n, _ in p.named_parameters()]
+    assert names == ["ln_q.weight", "ln_q.bias", "ln_kv.weight", "ln_kv.bias", "q_proj.weight", "k_proj.weight",
+                     "v_proj.weight", "out_proj.weight", "out_proj.bias", "ln_mlp.weight", "ln_mlp.bias",
+                     "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+    bound = 768 ** -0.5
+    b = p.out_proj.bias.detach()
+    assert float(b.abs().max()) <= bound and float(b.std()) > 0.4 * bound  # uniform(±1/√D), not zeros
+    assert float(p.mlp[0].bias.abs().max()) == 0.0 and float(p.mlp[2].bias.abs().max()) == 0.0
+    for w in (p.q_proj.weight, p.k_proj.weight, p.v_proj.weight, p.out_proj.weight, p.mlp[0].weight):
+        assert abs(float(w.detach().std()) - 0.02) < 0.003  # nn.init.trunc_normal_(std=0.02), as the reference
+    legacy = MaskPredictor(64, 10, heads=2, mlp_norm=False, qv_bias=True)
+    assert isinstance(legacy.ln_mlp, torch.nn.Identity) and legacy.q_proj.bias is not None and legacy.v_proj.bias is not None
 
 
 def test_sdpa_gets_one_broadcast_mask_per_layer(monkeypatch):

@@ -13,8 +13,8 @@ NUM_IDS = 751  # Market-1501 training identities
 
 
 def predictor_params(width=768, patches=128):
-    ln = 2 * 2 * width
-    attn = 4 * width * width + 3 * width  # q, k, v, out weights; no key bias
+    ln = 3 * 2 * width  # query, key/value and MLP-input LayerNorms
+    attn = 4 * width * width + width  # q, k, v, out weights; only the output projection has a bias
     mlp = width * patches + patches + patches * patches + patches
     return ln + attn + mlp
 
@@ -28,7 +28,7 @@ def test_full_vitb16_muva_shapes_and_parameter_count():
     assert model.feature_dim == 4 * 512 and model.embed_dim == 512
     assert model.prompts.ctx.shape == (NUM_IDS, 4, 4, 512)
     assert model.visual.vit.positional_embedding.shape == (1 + 128, 768)
-    assert model.visual.mask_predictors[0].heads == 8
+    assert model.visual.mask_predictors[0].heads == 2  # the reference's default (its Market-1501 config)
 
     clip = open_clip.create_model("ViT-B-16", pretrained=None)  # the plain CLIP ViT-B/16
     clip_params = sum(p.numel() for p in clip.parameters())
@@ -37,6 +37,7 @@ def test_full_vitb16_muva_shapes_and_parameter_count():
         - clip.logit_scale.numel()  # not used
         - (197 - 129) * 768  # position embedding resized from 14×14 to 16×8
         + 3 * 768  # part tokens
+        + 3 * 768  # their own position-embedding rows
         + 12 * predictor_params()  # one mask predictor per layer
         + 2 * 2048  # BNNeck weight + (frozen) bias
         + NUM_IDS * 2048  # classifier

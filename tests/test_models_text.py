@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from muva.models import build_model, tiny_config
+from muva.models import MODELS, build_model, tiny_config
 from muva.models.prompts import find_placeholder, get_tokenizer
 
 
@@ -109,4 +109,5 @@ def test_custom_templates_and_baseline_template():
     assert m.templates == ["a X X X X pedestrian."]
     assert m.prompts.ctx_start == [2]
     b = build_model(tiny_config(parts=[]), num_classes=2)
-    assert b.templates == ["A photo of a X X X X person."]  # CLIP-ReID's prompt
+    assert b.templates == ["A photo of a X X X X person"]  # the global model keeps MUVA's global prompt
+    assert MODELS.get("clipreid")().templates() == ["A photo of a X X X X person."]  # CLIP-ReID's prompt

@@ -137,8 +137,16 @@ def test_numba_and_numpy_jaccard_agree():
 def test_blocked_neighbour_search_matches_reference(mode):
     # 640 images with a tiny memory budget: 256-row blocks, so the upper-triangle blocks are
     # used for both their rows and (transposed) their columns; duplicated images add exact ties
+    # Features of ±0.25 in 16 dimensions: unit norm and dot products that are multiples of
+    # 1/16, exact in float32 whatever order a BLAS kernel sums in, so ties are ties on every
+    # machine (with arbitrary floats the blocked and the dense products may differ by an ulp
+    # and order the duplicates differently).
     rng = np.random.default_rng(12)
-    q, g, _, _ = clustered(rng, 60, 500, n_ids=30)
+    ids = rng.integers(0, 30, 560)
+    signs = np.where(rng.random((30, 16)) < 0.5, -1.0, 1.0)[ids]
+    signs[rng.random((560, 16)) < 0.2] *= -1.0
+    x = (0.25 * signs).astype(np.float32)
+    q, g = x[:60], x[60:]
     g = np.concatenate([g, g[:80]])
     ref = dense_rerank(cos_dist(q, g), cos_dist(q, q), cos_dist(g, g), 10, 4, 0.3)
     got = rerank_features(q, g, k1=10, k2=4, mode=mode, chunk_memory=1 << 10)

@@ -151,6 +151,45 @@ def test_missing_grounding_cache_names_the_command(tiny_data, tmp_path):
         Experiment(cfg, quiet=True).run()
 
 
+def test_training_on_imported_author_masks_keeps_them_exactly(tiny_data, tmp_path):
+    """The authors' pickle (additive R×L masks, some parts empty) → import → training uses those masks unchanged."""
+    import math
+    import pickle
+
+    import numpy as np
+
+    from muva.data.datasets import open_dataset
+    from muva.engine.config import load_experiment
+    from muva.engine.run import Experiment
+    from muva.grounding.experts.importer import ImportExpert
+    from muva.grounding.run import ground_images, resolve_images
+
+    src = tiny_data["source"]
+    rng = np.random.default_rng(3)
+    truth = {}
+    for i, rec in enumerate(open_dataset(src).train):
+        m = np.zeros((3, 8, 4), dtype=bool)
+        m[0, :2], m[1, 2:5], m[2, 5:] = True, True, True
+        m &= rng.random(m.shape) > 0.2
+        if i % 3 == 0:
+            m[0] = False  # the head was not found
+        truth[Path(rec.path).name] = m.reshape(3, 32)
+    with open(tmp_path / "authors.pkl", "wb") as fh:
+        pickle.dump({k: np.where(v, 0.0, -np.inf) for k, v in truth.items()}, fh)
+    cache = tmp_path / "import.sqlite"
+    ground_images(resolve_images(src, splits=("train",)), ImportExpert(masks=tmp_path / "authors.pkl", grid=(8, 4)),
+                  cache, progress=False)
+    over = tiny_overrides(tiny_data, tmp_path / "run", "stage1.epochs=1", "stage2.epochs=1", "eval.every=0",
+                          "data.grounding_missing=error")
+    over = [o for o in over if not o.startswith("data.grounding=")] + [f"data.grounding={{{src}: {cache}}}"]
+    exp = Experiment(load_experiment(TINY, over), quiet=True)
+    exp.run()
+    assert len(exp.masks) == len(truth)
+    for path, mask in exp.masks.items():
+        assert (mask == truth[Path(path).name]).all(), path
+    assert math.isfinite(exp.stage2_loss["total"])
+
+
 def test_global_baseline_recipe_runs(tiny_data, tmp_path):
     """CLIP-ReID recipe from the same engine: no parts, SupCon stage 1, 0.25 ID + triplet + i2t, SIE, crop/erasing."""
     from muva.engine.config import load_experiment

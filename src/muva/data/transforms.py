@@ -9,7 +9,8 @@ reproducible whatever the number of loader workers and across ``--resume``.
 Training (MUVA):   resize 256×128 bicubic → flip 0.5 (image and masks) → tensor → normalise.
 Training (CLIP-ReID baseline): adds pad 10 + random crop and random erasing 0.5 (image only;
 these options are refused together with part masks, which they would misalign).
-Evaluation:        resize → tensor → normalise.
+Evaluation:        resize (bilinear: the model's ``test_interpolation``, as the reference)
+                   → tensor → normalise.
 """
 
 from __future__ import annotations
@@ -47,21 +48,23 @@ class ReIDTransform:
         mean, std: backbone normalisation (CLIP's by default; MUVA's configs use 0.5/0.5).
         grid: patch grid (rows, cols) of the masks; needed when masks are given.
         train: apply the random augmentations of ``cfg``.
+        interpolation: resize filter; ``None`` = ``cfg.interpolation`` (training's).
     """
 
     def __init__(self, input_size: Sequence[int] = (256, 128), mean: Sequence[float] = CLIP_MEAN,
                  std: Sequence[float] = CLIP_STD, grid: tuple[int, int] | None = None, train: bool = False,
-                 cfg: TransformConfig | None = None):
+                 cfg: TransformConfig | None = None, interpolation: str | None = None):
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         self.grid = tuple(grid) if grid else None
         self.train = train
         self.cfg = cfg or TransformConfig()
+        name = interpolation or self.cfg.interpolation
         try:
-            self.interpolation = InterpolationMode(self.cfg.interpolation)
+            self.interpolation = InterpolationMode(name)
         except ValueError:
-            raise ValueError(f"unknown interpolation {self.cfg.interpolation!r}; use bicubic, bilinear or nearest") from None
+            raise ValueError(f"unknown interpolation {name!r}; use bicubic, bilinear or nearest") from None
 
     def geometric_with_masks_ok(self) -> bool:
         return not (self.train and (self.cfg.pad or self.cfg.random_crop))
@@ -118,7 +121,12 @@ class ReIDTransform:
         return img
 
 
-def build_transforms(input_size, mean, std, grid=None, cfg: TransformConfig | None = None):
-    """``(train_transform, eval_transform)`` for one model configuration."""
+def build_transforms(input_size, mean, std, grid=None, cfg: TransformConfig | None = None,
+                     test_interpolation: str = "bilinear"):
+    """``(train_transform, eval_transform)`` for one model configuration.
+
+    Training resizes with ``cfg.interpolation`` (bicubic), evaluation — test images, stage-1
+    features and memory rebuilds — with ``test_interpolation`` (the model's, bilinear).
+    """
     return (ReIDTransform(input_size, mean, std, grid, train=True, cfg=cfg),
-            ReIDTransform(input_size, mean, std, grid, train=False, cfg=cfg))
+            ReIDTransform(input_size, mean, std, grid, train=False, cfg=cfg, interpolation=test_interpolation))

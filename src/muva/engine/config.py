@@ -61,6 +61,7 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=lambda: [30, 50])
     gamma: float = 0.1
     per_iteration: bool = False  # step every iteration (fractional epochs) instead of per epoch
+    epoch_base: int = 1  # schedule value of the first epoch: 1 = the reference (stepped with the 1-based epoch), 0 = start of warm-up
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Stage1Config:
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(
         name="cosine", warmup_epochs=5, warmup_lr=1e-5, min_lr=1e-6, milestones=[]))
     use_pseudo_masks: bool = True  # drive the part tokens with the pseudo masks when extracting features
+    normalize_before_mean: bool = False  # centroids: mean of raw features then L2 (reference) or of L2-normalised ones
 
 
 @dataclass
@@ -114,9 +116,11 @@ class Stage2Config:
     memory_temperature: float = 0.01
     memory_momentum: float = 0.2
     memory_mode: Literal["hard", "mean"] = "hard"
+    memory_masks: Literal["pseudo", "predicted"] = "pseudo"  # masks driving the part tokens in each epoch's memory rebuild
     triplet_margin: Optional[float] = 0.3
     mask_bce_weight: float = 1.0
     mask_dice_weight: float = 1.0
+    mask_dice_smooth: float = 1.0e-3  # Dice smoothing on raw sums (reference: 1e-6 on sums scaled by 1/1000)
 
 
 @dataclass

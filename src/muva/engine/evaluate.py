@@ -90,7 +90,8 @@ def evaluate_checkpoint(cfg, checkpoint, targets: Sequence[str] | None = None, q
         model = model.to(dist.device)
     else:
         model = load_model(checkpoint, device=dist.device)
-    _, eval_tf = build_transforms(model.input_size, model.cfg.mean, model.cfg.std, model.grid)
+    _, eval_tf = build_transforms(model.input_size, model.cfg.mean, model.cfg.std, model.grid,
+                                  test_interpolation=model.cfg.test_interpolation)
     tgts = build_targets(cfg.data, targets)
     if not tgts:
         raise ValueError("no target to evaluate: give --target DATASET or set data.targets in the config")

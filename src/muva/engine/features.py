@@ -12,11 +12,16 @@ from muva.engine.distributed import gather_by_index, is_distributed
 __all__ = ["extract_dataset", "test_features", "pseudo_mask_features"]
 
 
-def test_features(before_bn: bool = False) -> Callable:
-    """Extraction function for retrieval/memory: the model's L2-normalised test feature."""
+def test_features(before_bn: bool = False, use_pseudo_masks: bool = False) -> Callable:
+    """Extraction function for retrieval/memory: the model's L2-normalised test feature.
+
+    ``use_pseudo_masks``: the batch's pseudo masks drive the part tokens (stage 2's memory
+    rebuild, as the reference) instead of the predicted masks.
+    """
 
     def fn(model: nn.Module, batch: dict) -> torch.Tensor:
-        return model.extract(batch["image"], before_bn=before_bn)
+        masks = batch.get("mask") if use_pseudo_masks else None
+        return model.extract(batch["image"], before_bn=before_bn, pseudo_masks=masks)
 
     return fn
 

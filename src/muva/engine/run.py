@@ -121,7 +121,7 @@ class Experiment:
             self.masks = build_pseudo_masks(self.train, cfg.data, self.model.parts, self.model.input_size,
                                             self.model.stride, self.model.patch_size)
         train_tf, eval_tf = build_transforms(self.model.input_size, mcfg.mean, mcfg.std, self.model.grid,
-                                             cfg.data.transforms)
+                                             cfg.data.transforms, mcfg.test_interpolation)
         self.eval_tf = eval_tf
         labels = self.train.labels
         self.train_ds = ReIDImageDataset(self.train.records, train_tf, labels, self.masks, cfg.data.on_bad_image)

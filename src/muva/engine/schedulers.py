@@ -9,7 +9,11 @@
 :class:`LRScheduler` applies one of them to an optimizer; each param group keeps its own
 base lr (``initial_lr``), so multipliers such as the mask predictor's × 10 are preserved.
 It is stepped once per epoch (``per_iteration=False``, the reference) or every iteration
-with a fractional epoch.
+with a fractional epoch.  ``epoch_base`` is the epoch number the schedule sees in the first
+epoch: the reference steps its schedulers with the 1-based epoch before each epoch
+(``epoch_base=1``), so stage 2's first epoch already runs at 0.19× the base lr (warm-up
+factor 0.1 over 10 epochs), its drops come at epochs 30 and 50 counted from 1, and stage
+1's last epoch reaches the cosine floor.  ``epoch_base=0`` starts at the warm-up value.
 """
 
 from __future__ import annotations
@@ -60,22 +64,24 @@ class Constant:
 class LRScheduler:
     """Sets every param group's lr to ``schedule.lr(group["initial_lr"], epoch)``."""
 
-    def __init__(self, optimizer, schedule, per_iteration: bool = False):
+    def __init__(self, optimizer, schedule, per_iteration: bool = False, epoch_base: int = 1):
         self.optimizer = optimizer
         self.schedule = schedule
         self.per_iteration = per_iteration
+        self.epoch_base = int(epoch_base)
         for g in optimizer.param_groups:
             g.setdefault("initial_lr", g["lr"])
         self.last_epoch = 0.0
         self.step_to(0.0)
 
     def step_to(self, epoch: float) -> None:
+        """Set the lr for the (0-based, possibly fractional) training epoch ``epoch``."""
         self.last_epoch = float(epoch)
         for g in self.optimizer.param_groups:
-            g["lr"] = self.schedule.lr(g["initial_lr"], self.last_epoch)
+            g["lr"] = self.schedule.lr(g["initial_lr"], self.last_epoch + self.epoch_base)
 
     def on_iteration(self, epoch: int, it: int, iters_per_epoch: int) -> None:
-        """Called before every optimiser step; per-epoch schedules change only at ``it == 0``."""
+        """Called before every optimiser step (``epoch`` 0-based); per-epoch schedules change only at ``it == 0``."""
         if self.per_iteration:
             self.step_to(epoch + it / max(1, iters_per_epoch))
         elif it == 0 or self.last_epoch != epoch:
@@ -107,4 +113,4 @@ def scheduler_from_config(optimizer, sc, epochs: int) -> LRScheduler:
     """The :class:`LRScheduler` of a stage's schedule config (``stage1.schedule`` / ``stage2.schedule``)."""
     schedule = build_schedule(sc.name, max_epochs=epochs, warmup_epochs=sc.warmup_epochs, warmup_factor=sc.warmup_factor,
                               warmup_lr=sc.warmup_lr, min_lr=sc.min_lr, milestones=sc.milestones, gamma=sc.gamma)
-    return LRScheduler(optimizer, schedule, per_iteration=sc.per_iteration)
+    return LRScheduler(optimizer, schedule, per_iteration=sc.per_iteration, epoch_base=sc.epoch_base)

@@ -2,7 +2,10 @@
 
 1. Extract every training image's feature once with the frozen image encoder, the part
    tokens driven by the *pseudo* masks (``stage1.use_pseudo_masks``).
-2. Average per identity and L2-normalise → the visual prototype memory (centroids).
+2. Average per identity and L2-normalise → the visual prototype memory (centroids); as
+   the reference, the raw features are averaged (``stage1.normalize_before_mean=true``
+   averages L2-normalised features instead).  With pseudo masks the twelve mask
+   predictors are not run (their output would be thrown away).
 3. Train only the per-identity context tokens: MUVA's loss is the CE of the normalised
    text feature of identity y against all centroids / T (``stage1.loss=prompt``);
    CLIP-ReID's is the supervised i2t + t2i contrastive loss between the stored image
@@ -35,11 +38,17 @@ class _IndexDataset(Dataset):
         return {"index": int(i), "pid": int(self.labels[i])}
 
 
-def identity_centroids(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """L2-normalised mean of the (L2-normalised) features of each identity (num_classes × D)."""
-    f = F.normalize(features.float(), dim=1)
-    sums = torch.zeros(num_classes, f.shape[1]).index_add_(0, labels.long(), f)
-    counts = torch.bincount(labels.long(), minlength=num_classes)
+def identity_centroids(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                       normalize_first: bool = False) -> torch.Tensor:
+    """L2-normalised mean of each identity's features (num_classes × D).
+
+    ``normalize_first``: average the L2-normalised features instead of the raw ones (the
+    reference averages the raw features).
+    """
+    f = F.normalize(features.float(), dim=1) if normalize_first else features.float()
+    labels = labels.long().to(f.device)
+    sums = f.new_zeros(num_classes, f.shape[1]).index_add_(0, labels, f)
+    counts = torch.bincount(labels, minlength=num_classes)
     if bool((counts == 0).any()):
         raise ValueError(f"{int((counts == 0).sum())} identities have no training image")
     return F.normalize(sums, dim=1)
@@ -77,7 +86,7 @@ def run_stage1(exp, resume_state: dict | None = None) -> None:
                          dist.device.type)
     fn = pseudo_mask_features if (s1.use_pseudo_masks and exp.masks is not None) else _proj_features
     feats = extract_dataset(model, loader, n, fn, dist.device, exp.autocast, "stage 1 features", exp.show_progress)
-    centroids = identity_centroids(feats, labels, exp.train.num_classes).to(dist.device)
+    centroids = identity_centroids(feats, labels, exp.train.num_classes, s1.normalize_before_mean).to(dist.device)
     feats_dev = feats.to(dist.device)
 
     exp.set_trainable("stage1")

@@ -5,11 +5,13 @@ i2t 1, imp 0, mask 0):
 
 * ``id``      label-smoothed CE of the classifier logits;
 * ``imp``     cluster-memory contrastive loss on the BN-neck features (memory rebuilt from
-              all training images at the start of every epoch, momentum/hard update per batch);
+              all training images at the start of every epoch — eval mode, test resize,
+              part tokens driven by the pseudo masks as the reference, or by the predicted
+              ones with ``stage2.memory_masks=predicted`` — momentum/hard update per batch);
 * ``i2t``     label-smoothed CE of the projected image feature against the frozen text
               prototypes of all identities (computed once at the start of the stage);
 * ``mask``    BCE + Dice of every layer's mask logits against the (flipped-with-the-image)
-              pseudo masks;
+              pseudo masks (see :mod:`muva.losses.mask`; τ = ``model.mask_temperature``);
 * ``triplet`` batch-hard triplet of the pre-BN features (CLIP-ReID).
 
 The model is wrapped in DistributedDataParallel under torchrun (SyncBatchNorm on GPU).
@@ -27,14 +29,15 @@ __all__ = ["run_stage2", "Stage2Losses"]
 class Stage2Losses(torch.nn.Module):
     """The weighted stage-2 objective; holds the cluster memory (saved in checkpoints)."""
 
-    def __init__(self, cfg, num_classes: int, feature_dim: int, text_prototypes: torch.Tensor | None, has_parts: bool):
+    def __init__(self, cfg, num_classes: int, feature_dim: int, text_prototypes: torch.Tensor | None, has_parts: bool,
+                 mask_temperature: float = 1.0):
         super().__init__()
         from muva.losses import ClusterMemory, LabelSmoothingCE, MaskLoss, TripletLoss
 
         self.w = cfg.weights
         self.ce = LabelSmoothingCE(cfg.label_smoothing)
         self.memory = ClusterMemory(feature_dim, num_classes, cfg.memory_temperature, cfg.memory_momentum, cfg.memory_mode)
-        self.mask = MaskLoss(cfg.mask_bce_weight, cfg.mask_dice_weight)
+        self.mask = MaskLoss(cfg.mask_bce_weight, cfg.mask_dice_weight, mask_temperature, cfg.mask_dice_smooth)
         self.triplet = TripletLoss(cfg.triplet_margin)
         self.has_parts = has_parts
         self.register_buffer("text", text_prototypes if text_prototypes is not None else torch.zeros(0), persistent=False)
@@ -81,7 +84,8 @@ def run_stage2(exp, resume_state: dict | None = None) -> None:
         model.eval()
         text = model.text_features(progress=False).detach().float()
     exp.set_trainable("stage2")
-    losses = Stage2Losses(s2, exp.train.num_classes, model.feature_dim, text, has_parts).to(dist.device)
+    losses = Stage2Losses(s2, exp.train.num_classes, model.feature_dim, text, has_parts,
+                          model.cfg.mask_temperature).to(dist.device)
 
     train_model = model
     if dist.enabled:
@@ -108,7 +112,8 @@ def run_stage2(exp, resume_state: dict | None = None) -> None:
             return
         plain = eval_loader(exp.plain_ds, cfg.data.eval_batch_size, cfg.data.num_workers, dist.world_size, dist.rank,
                             dist.device.type)
-        feats = extract_dataset(model, plain, n, test_features(), dist.device, exp.autocast,
+        fn = test_features(use_pseudo_masks=s2.memory_masks == "pseudo" and exp.masks is not None)
+        feats = extract_dataset(model, plain, n, fn, dist.device, exp.autocast,
                                 f"memory (epoch {trainer.epoch + 1})", exp.show_progress and n > 2000)
         losses.memory.rebuild(feats.to(dist.device), labels_t.to(dist.device))
 

@@ -121,6 +121,8 @@ def run(
                 f"{summary.processed:,} processed ({summary.unreadable} unreadable) in {summary.seconds:.1f}s "
                 f"({summary.rate:.1f} img/s) → {target}"
             )
+        for line in exp.notes():
+            console.print(f"[yellow]{line}[/]")
     except GroundingCacheError as exc:
         raise fail(str(exc))
     finally:
@@ -154,14 +156,14 @@ def stats(
     con.print(f"entries {st['entries']:,}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st["statuses"].items())))
     if st["errors"]:
         con.print("unreadable: " + ", ".join(f"{k} {v}" for k, v in st["errors"].items()))
-    table = Table(title="boxes per part")
+    table = Table(title="boxes per part (by source; then reasons: a fallback, or an imported mask kept empty)")
     table.add_column("part")
     sources = sorted({s for c in st["sources"].values() for s in c})
     reasons = sorted({r for c in st["reasons"].values() for r in c})
     for s in sources:
         table.add_column(f"from {s}", justify="right")
     for r in reasons:
-        table.add_column(f"fallback: {r}", justify="right")
+        table.add_column(f"{r}", justify="right")
     for part in meta.get("parts", []):
         table.add_row(part, *[f"{st['sources'].get(part, {}).get(s, 0):,}" for s in sources], *[f"{st['reasons'].get(part, {}).get(r, 0):,}" for r in reasons])
     con.print(table)

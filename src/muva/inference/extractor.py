@@ -58,6 +58,7 @@ class ModelInfo:
     num_layers: int = 0
     dim: int = 0
     extra: dict = field(default_factory=dict)
+    interpolation: str = "bicubic"  # test-time resize; files written before it was recorded used bicubic
 
     def to_json(self) -> str:
         return json.dumps(
@@ -69,6 +70,7 @@ class ModelInfo:
                 "grid": list(self.grid),
                 "num_layers": self.num_layers,
                 "dim": self.dim,
+                "interpolation": self.interpolation,
                 **self.extra,
             }
         )
@@ -76,7 +78,7 @@ class ModelInfo:
     @classmethod
     def from_json(cls, text: str) -> "ModelInfo":
         d = json.loads(text)
-        known = {"input_size", "mean", "std", "parts", "grid", "num_layers", "dim"}
+        known = {"input_size", "mean", "std", "parts", "grid", "num_layers", "dim", "interpolation"}
         return cls(
             input_size=tuple(d["input_size"]),
             mean=tuple(d["mean"]),
@@ -86,6 +88,7 @@ class ModelInfo:
             num_layers=int(d.get("num_layers", 0)),
             dim=int(d.get("dim", 0)),
             extra={k: v for k, v in d.items() if k not in known},
+            interpolation=str(d.get("interpolation", "bicubic")),
         )
 
 
@@ -105,7 +108,8 @@ def model_info(model) -> ModelInfo:
     patch = getattr(model, "patch_size", None) or getattr(arch, "patch_size", None)
     stride = getattr(model, "stride", None) or getattr(cfg, "stride", None) or patch or 16
     extra = {"stride": int(stride), "patch": int(patch) if patch else None}
-    return ModelInfo(input_size, mean, std, parts, grid, num_layers, dim, extra)  # type: ignore[arg-type]
+    interpolation = str(getattr(cfg, "test_interpolation", "bicubic"))
+    return ModelInfo(input_size, mean, std, parts, grid, num_layers, dim, extra, interpolation)  # type: ignore[arg-type]
 
 
 def load_checkpoint(checkpoint, device: str = "cpu"):
@@ -267,7 +271,8 @@ class FeatureExtractor:
         self.output = output
         info = self._backend.info
         self.info: ModelInfo = info
-        self.preprocess = Preprocess(tuple(info.input_size), tuple(info.mean), tuple(info.std))  # type: ignore[arg-type]
+        self.preprocess = Preprocess(tuple(info.input_size), tuple(info.mean), tuple(info.std),  # type: ignore[arg-type]
+                                     info.interpolation)
         self._dim = info.dim or None
 
     # ------------------------------------------------------------------ properties

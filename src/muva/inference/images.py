@@ -5,8 +5,9 @@ Runtime), so that features of the same picture agree however it was passed:
 
 1. decode to RGB (file paths, PIL images) or take the pixels as given (numpy arrays,
    tensors; ``uint8`` in 0..255 or float in 0..1);
-2. resize to the model's input size ``(H, W)`` with bicubic interpolation (skipped when
-   the image already has that size);
+2. resize to the model's input size ``(H, W)`` with the model's test interpolation
+   (``model.test_interpolation``, bilinear by default as the reference; skipped when the
+   image already has that size);
 3. scale to 0..1 and normalise per channel with the model's ``mean`` / ``std``;
 4. lay out as ``float32`` ``C×H×W``.
 
@@ -25,11 +26,12 @@ from typing import Any, Sequence
 import numpy as np
 
 PathLike = (str, os.PathLike)
+_PIL_FILTERS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST"}
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """The preprocessing of one model: input size ``(H, W)`` and per-channel mean/std.
+    """The preprocessing of one model: input size ``(H, W)``, per-channel mean/std and resize filter.
 
     >>> pre = Preprocess((8, 4), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     >>> x = pre(np.full((16, 8, 3), 255, dtype=np.uint8))
@@ -40,6 +42,18 @@ class Preprocess:
     input_size: tuple[int, int]
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _PIL_FILTERS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; use {', '.join(_PIL_FILTERS)}")
+
+    def _resize_tensor(self, t):
+        import torch
+
+        mode = self.interpolation
+        extra = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+        return torch.nn.functional.interpolate(t, size=self.input_size, mode=mode, **extra)
 
     @property
     def height(self) -> int:
@@ -63,7 +77,7 @@ class Preprocess:
         if image.mode != "RGB":
             image = image.convert("RGB")
         if image.size != (self.width, self.height):
-            image = image.resize((self.width, self.height), Image.BICUBIC)
+            image = image.resize((self.width, self.height), getattr(Image, _PIL_FILTERS[self.interpolation]))
         return self._normalise(np.asarray(image, dtype=np.float32) * (1.0 / 255.0))
 
     def path(self, path: str | os.PathLike) -> np.ndarray:
@@ -97,8 +111,7 @@ class Preprocess:
             import torch
 
             t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
-            t = torch.nn.functional.interpolate(t, size=self.input_size, mode="bicubic", align_corners=False, antialias=True)
-            arr = t[0].clamp_(0, 1).numpy().transpose(1, 2, 0)
+            arr = self._resize_tensor(t)[0].clamp_(0, 1).numpy().transpose(1, 2, 0)
         return self._normalise(arr)
 
     def tensor(self, t) -> "Any":
@@ -110,7 +123,7 @@ class Preprocess:
         else:
             t = t.float()
         if tuple(t.shape[-2:]) != (self.height, self.width):
-            t = torch.nn.functional.interpolate(t, size=self.input_size, mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+            t = self._resize_tensor(t).clamp_(0, 1)
         mean = torch.tensor(self.mean, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
         return (t - mean) / std

@@ -61,7 +61,8 @@ def _muva_vitb16() -> ModelConfig:
 
 @MODELS.register("clipreid-vitb16", aliases=("clipreid", "clip-reid"))
 def _clipreid_vitb16() -> ModelConfig:
-    return ModelConfig(stride=16, parts=[])
+    # CLIP-ReID's own choices: its prompt ends with a period; its BN neck runs once per step
+    return ModelConfig(stride=16, parts=[], neck_momentum=0.1, global_template="A photo of a {ctx} person.")
 
 
 MODELS.add("tiny", tiny_config)

@@ -4,8 +4,11 @@ This module imports no torch, so command modules and config tools may use it fre
 
 * ``parts`` names the local visual tokens (default head, upper body, legs; ``shoes``
   is available).  An **empty list gives the CLIP-ReID-style global model**: no part
-  tokens, no mask predictors, one prompt ("A photo of a X X X X person.") — the
+  tokens, no mask predictors, one prompt ("A photo of a X X X X person") — the
   baseline and MUVA share one code path.
+* Defaults are the reference implementation's computation (the authors' released code);
+  every option that departs from it is named and documented in docs/model.md,
+  "muva vs the reference implementation".
 * ``pretrained`` is an open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``, ...),
   a path to a local file (OpenAI ``ViT-B-16.pt`` TorchScript archive or state dict,
   open_clip checkpoint with ``state_dict``, or ``.safetensors``), or ``none`` for
@@ -19,9 +22,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal, Optional
 
+#: test-time resize filters (``test_interpolation``); training's is ``data.transforms.interpolation``.
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
 from muva.data.parts import DEFAULT_PARTS, check_parts
 
-__all__ = ["ClipArch", "ModelConfig", "tiny_config", "NO_WEIGHTS"]
+__all__ = ["ClipArch", "ModelConfig", "tiny_config", "NO_WEIGHTS", "LEGACY_MODEL_DEFAULTS"]
+
+#: what models saved before these options existed were built with (filled in by
+#: :func:`muva.models.load_model` when a saved config lacks the key).
+LEGACY_MODEL_DEFAULTS = {
+    "mask_mlp_norm": False,
+    "mask_qv_bias": True,
+    "part_pos_embed": "tied",
+    "pos_embed_interpolation": "bicubic",
+    "neck_momentum": 0.1,
+    "test_interpolation": "bicubic",
+}
 
 #: values of ``pretrained`` that mean "random initialisation".
 NO_WEIGHTS = ("", "none", "random", "null")
@@ -72,18 +89,24 @@ class ModelConfig:
     # --- part tokens and AM-MSA
     parts: list[str] = field(default_factory=lambda: list(DEFAULT_PARTS))
     part_init_std: float = 0.02
-    mask_heads: int = 8  # heads of each mask predictor's cross-attention
+    mask_heads: int = 2  # heads of each mask predictor's cross-attention (reference: 2 for Market, 8 for MSMT17 training)
+    mask_mlp_norm: bool = True  # LayerNorm before the mask predictor's MLP (reference RMP_USE_LAYER_NORM)
+    mask_qv_bias: bool = False  # biases on the mask predictor's query/value projections (reference: none)
     mask_temperature: float = 1.0  # tau in sigmoid(logits / tau)
     mask_threshold: float = 0.5  # offline gating: patch in part when sigmoid(logits / tau) > threshold
     mask_gating: Literal["offline", "online"] = "offline"
     online_margin: float = 5.0  # online gating: mask probability mapped linearly into [-m, m]
     grad_checkpointing: bool = False
+    part_pos_embed: Literal["own", "tied"] = "own"  # own: trainable rows initialised from CLS's (reference); tied: CLS's row
+    pos_embed_interpolation: Literal["bilinear", "bicubic"] = "bilinear"  # pretrained 14x14 → input grid (reference: bilinear)
+    neck_momentum: float = 0.19  # BN-neck running-stat momentum; 0.19 = the reference's two BN updates per step at 0.1
+    test_interpolation: str = "bilinear"  # resize of test / feature-extraction images (reference: bilinear)
 
     # --- prompts (text side)
     n_ctx: int = 4  # learnable context tokens per identity and granularity
     prompt_init_std: float = 0.002
-    global_template: str = "A photo of a {ctx} person."
-    part_template: str = "A photo of a {ctx} {part} of a person."
+    global_template: str = "A photo of a {ctx} person"  # no final period, as the reference
+    part_template: str = "A photo of a {ctx} {part} of a person"
     text_chunk_size: int = 256  # identities per chunk when computing all text features
 
     # --- heads
@@ -108,6 +131,10 @@ class ModelConfig:
             raise ValueError(f"mask_threshold must lie in (0, 1), got {self.mask_threshold}")
         if self.mask_heads < 1:
             raise ValueError(f"mask_heads must be >= 1, got {self.mask_heads}")
+        if not 0.0 < self.neck_momentum <= 1.0:
+            raise ValueError(f"neck_momentum must lie in (0, 1], got {self.neck_momentum}")
+        if self.test_interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown test_interpolation {self.test_interpolation!r}; use {', '.join(INTERPOLATIONS)}")
         if self.num_cameras < 0:
             raise ValueError(f"num_cameras must be >= 0, got {self.num_cameras}")
 

@@ -9,11 +9,17 @@ __all__ = ["BNNeck", "IdentityClassifier"]
 
 
 class BNNeck(nn.Module):
-    """``BatchNorm1d`` over the concatenated feature; its bias is fixed at 0 (not trained)."""
+    """``BatchNorm1d`` over the concatenated feature; its bias is fixed at 0 (not trained).
 
-    def __init__(self, dim: int):
+    ``momentum`` is the running-statistics momentum.  The reference applies its BN neck
+    twice to the same batch in every training step (once for the classifier, once for the
+    memory loss); both calls give the same output and, with momentum 0.1, update the
+    running statistics as one update with momentum ``1 − 0.9² = 0.19`` — muva's default.
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.19):
         super().__init__()
-        self.bn = nn.BatchNorm1d(dim)
+        self.bn = nn.BatchNorm1d(dim, momentum=momentum)
         nn.init.ones_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
         self.bn.bias.requires_grad_(False)

@@ -19,7 +19,7 @@ import torch
 
 from muva import __version__
 from muva.config import from_dict, to_dict
-from muva.models.config import ModelConfig
+from muva.models.config import LEGACY_MODEL_DEFAULTS, ModelConfig
 from muva.models.muva import IDENTITY_KEYS, MuvaModel, build_model
 from muva.utils.io import atomic_write, atomic_write_text
 
@@ -103,7 +103,10 @@ def load_model(path: str | Path, num_classes: int | None = None, device: str | t
     meta = read_model_meta(path)
     if not weights.is_file():
         raise ModelFileError(f"{weights} not found (the weights that go with the .json)")
-    cfg = from_dict(ModelConfig, meta["config"])
+    saved_cfg = dict(meta["config"])
+    # a file written before an option existed was built the old way: keep it that way
+    saved_cfg.update({k: v for k, v in LEGACY_MODEL_DEFAULTS.items() if k not in saved_cfg})
+    cfg = from_dict(ModelConfig, saved_cfg)
     saved_classes = int(meta.get("num_classes", 0))
     model = build_model(cfg, num_classes=num_classes or 0, load_weights=False)
     state = load_file(str(weights), device="cpu")

@@ -13,8 +13,8 @@ additive tensor ``B×1×N×N`` (broadcast over heads; 0 = may attend, −inf = m
 with *online* gating the part↔patch entries are soft values in ``[−m, m]``).
 
 A :class:`MaskPredictor` sits before every transformer layer: cross-attention with the
-part tokens as queries and the patch tokens as keys/values, then an MLP ``D → L → L``
-(QuickGELU) giving ``R×L`` logits.  Logits accumulate across layers (layer k's logits =
+part tokens as queries and the patch tokens as keys/values, a residual connection and a
+LayerNorm, then an MLP ``D → L → L`` (QuickGELU) giving ``R×L`` logits.  Logits accumulate across layers (layer k's logits =
 its output + layer k−1's); the mask is ``sigmoid(logits / τ)``.
 """
 
@@ -47,46 +47,57 @@ class QuickGELU(nn.Module):
 class MaskPredictor(nn.Module):
     """Residual mask predictor of one layer: part→patch cross-attention + MLP to L logits.
 
-    A standard multi-head cross-attention (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``;
-    queries = the R part tokens, keys/values = the L patch tokens), computed in an
-    algebraically identical but cheaper order: the query is pulled back through the key
-    projection (``q·W_k p = (W_kᵀ q)·p``; a key bias would only add a per-query constant,
-    which the softmax cancels, so ``k_proj`` has none) and the value projection is applied after the weighted sum
-    (``Σ a_l (W_v p_l + b_v) = W_v Σ a_l p_l + b_v``).  The cost is O(R·D²) per sample
-    instead of O(L·D²), so the 12 predictors of ViT-B/16 add a few percent to a forward
-    pass.  The attended part tokens (with a residual connection) go through an MLP
-    ``D → L → L`` (QuickGELU) giving one logit per patch.
+    As the reference implementation: the part tokens (queries, layer-normed by ``ln_q``)
+    attend to the patch tokens (keys/values, layer-normed by ``ln_kv``) through a
+    multi-head cross-attention whose query, key and value projections have **no bias**
+    and whose output projection has one; the output plus the (un-normed) part tokens goes
+    through ``ln_mlp`` and an MLP ``D → L → L`` (QuickGELU) giving one logit per patch.
+
+    The attention is computed in an algebraically identical but cheaper order: the query
+    is pulled back through the key projection (``q·W_k p = (W_kᵀ q)·p``) and the value
+    projection is applied after the weighted sum (``Σ a_l W_v p_l = W_v Σ a_l p_l``), so
+    the cost is O(R·D²) per sample instead of O(L·D²) and the 12 predictors of ViT-B/16
+    add a few percent to a forward pass.
+
+    Initialisation (the reference's): projection and MLP weights trunc-normal (std 0.02),
+    MLP biases 0, the output projection's bias PyTorch's default (uniform ±1/√D).
 
     Args:
         width: token width D of the visual transformer.
         num_patches: L, the number of patch tokens (logits per part).
         heads: attention heads of the cross-attention (must divide ``width``).
+        mlp_norm: LayerNorm before the MLP (the reference; ``model.mask_mlp_norm``).
+        qv_bias: give the query and value projections a bias (zero-initialised; not the
+            reference, ``model.mask_qv_bias``).  A key bias is never used: it adds a
+            per-query constant that the softmax cancels, so it could get no gradient.
     """
 
-    def __init__(self, width: int, num_patches: int, heads: int = 8):
+    def __init__(self, width: int, num_patches: int, heads: int = 8, *, mlp_norm: bool = True, qv_bias: bool = False):
         super().__init__()
         if width % heads:
             raise ValueError(f"mask_heads={heads} does not divide the visual width {width}")
         self.heads = heads
         self.ln_q = nn.LayerNorm(width)
         self.ln_kv = nn.LayerNorm(width)
-        self.q_proj = nn.Linear(width, width)
-        # no key bias: it adds a per-query constant that the softmax cancels, so it could
-        # never receive a gradient (and DDP would have to hunt for unused parameters)
+        self.q_proj = nn.Linear(width, width, bias=qv_bias)
         self.k_proj = nn.Linear(width, width, bias=False)
-        self.v_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width, bias=qv_bias)
         self.out_proj = nn.Linear(width, width)
+        self.ln_mlp = nn.LayerNorm(width) if mlp_norm else nn.Identity()
         self.mlp = nn.Sequential(nn.Linear(width, num_patches), QuickGELU(), nn.Linear(num_patches, num_patches))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.mlp[0], self.mlp[2]):
             nn.init.trunc_normal_(lin.weight, std=0.02)
+        for lin in (self.q_proj, self.v_proj, self.mlp[0], self.mlp[2]):
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
+        bound = 1.0 / math.sqrt(self.out_proj.in_features)  # nn.Linear's default bias init
+        nn.init.uniform_(self.out_proj.bias, -bound, bound)
 
     def cross_attention(self, parts: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        """Multi-head cross-attention output B×R×D (before ``out_proj``'s residual)."""
+        """Multi-head cross-attention output B×R×D (before the residual connection)."""
         b, r, d = parts.shape
         h = self.heads
         hd = d // h
@@ -96,12 +107,14 @@ class MaskPredictor(nn.Module):
         qk = torch.einsum("brhc,hcd->bhrd", q, self.k_proj.weight.view(h, hd, d))
         attn = torch.softmax(qk.reshape(b, h * r, d) @ kv.transpose(1, 2) * hd**-0.5, dim=-1)  # B×(H·R)×L
         ctx = (attn @ kv).view(b, h, r, d)  # weighted sums of the normalised patches
-        v = torch.einsum("bhrd,hcd->brhc", ctx, self.v_proj.weight.view(h, hd, d)).reshape(b, r, d) + self.v_proj.bias
+        v = torch.einsum("bhrd,hcd->brhc", ctx, self.v_proj.weight.view(h, hd, d)).reshape(b, r, d)
+        if self.v_proj.bias is not None:
+            v = v + self.v_proj.bias
         return self.out_proj(v)
 
     def forward(self, parts: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """``parts`` B×R×D, ``patches`` B×L×D → logits B×R×L (this layer's increment)."""
-        return self.mlp(parts + self.cross_attention(parts, patches))
+        return self.mlp(self.ln_mlp(parts + self.cross_attention(parts, patches)))
 
 
 def part_patch_gate(

@@ -63,6 +63,10 @@ class MuvaModel(nn.Module):
             freeze_patch_embed=cfg.freeze_patch_embed,
             part_init_std=cfg.part_init_std,
             grad_checkpointing=cfg.grad_checkpointing,
+            mask_mlp_norm=cfg.mask_mlp_norm,
+            mask_qv_bias=cfg.mask_qv_bias,
+            part_pos_embed=cfg.part_pos_embed,
+            pos_embed_interpolation=cfg.pos_embed_interpolation,
         )
         self.text = TextEncoder(clip)
         for p in self.text.parameters():  # CLIP's text tower is never trained in MUVA / CLIP-ReID
@@ -79,7 +83,7 @@ class MuvaModel(nn.Module):
             if self.num_classes
             else None
         )
-        self.neck = BNNeck(self.feature_dim)
+        self.neck = BNNeck(self.feature_dim, cfg.neck_momentum)
         self.classifier = IdentityClassifier(self.feature_dim, self.num_classes, cfg.classifier_init_std) if self.num_classes else None
 
     # ------------------------------------------------------------------ geometry

@@ -2,10 +2,10 @@
 
 One prompt per granularity (``global`` + each part), e.g. MUVA's four::
 
-    A photo of a X X X X person.
-    A photo of a X X X X head of a person.
-    A photo of a X X X X upper body of a person.
-    A photo of a X X X X legs of a person.
+    A photo of a X X X X person
+    A photo of a X X X X head of a person
+    A photo of a X X X X upper body of a person
+    A photo of a X X X X legs of a person
 
 The ``X`` placeholders are replaced by learnable context tokens **per identity and per
 granularity** (``ctx``: N_id × G × n_ctx × width).  The fixed words keep CLIP's token

@@ -5,10 +5,13 @@ positional_embedding, ln_pre, transformer.resblocks[*].{ln_1, attn.in_proj_*,
 attn.out_proj, ln_2, mlp}, ln_post, proj); the forward pass is ours:
 
 * conv1 runs at the configured stride (16, or 12 for overlapping 16-pixel patches);
-* the position embedding is resized bicubically from the pretrained grid to the input
-  grid once, at construction (``resize_pos_embed``);
+* the position embedding is resized from the pretrained grid to the input grid once, at
+  construction (``resize_pos_embed``; bilinear without antialiasing as the reference,
+  or bicubic with antialiasing: ``model.pos_embed_interpolation``);
 * the token sequence is ``[CLS, part_1 … part_R, patch_1 … patch_L]``; part tokens are
-  new parameters (trunc-normal) and use CLS's position embedding;
+  new parameters (trunc-normal).  Each part token has its own trainable position
+  embedding row, initialised as a copy of CLS's (``part_pos_embed``, the reference), or
+  shares CLS's row (``model.part_pos_embed=tied``);
 * an optional SIE camera embedding (× coefficient) is added to CLS;
 * every layer runs attention through ``scaled_dot_product_attention`` with the AM-MSA
   mask of :mod:`muva.models.masking` (no mask at all for the global baseline, R = 0).
@@ -36,14 +39,27 @@ def patch_grid(input_size: tuple[int, int], patch: int, stride: int) -> tuple[in
     return (h - patch) // stride + 1, (w - patch) // stride + 1
 
 
-def resize_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
-    """Resize a ``(1 + rows*cols) × D`` position embedding bicubically to ``new_grid`` (CLS row kept)."""
+#: ``model.pos_embed_interpolation`` → ``F.interpolate`` arguments.
+POS_EMBED_INTERPOLATION = {
+    "bilinear": {"mode": "bilinear", "antialias": False},  # the reference (CLIP-ReID's resize)
+    "bicubic": {"mode": "bicubic", "antialias": True},
+}
+
+
+def resize_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
+                     interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize a ``(1 + rows*cols) × D`` position embedding to ``new_grid`` (CLS row kept).
+
+    ``interpolation``: ``bilinear`` (no antialiasing, the reference) or ``bicubic`` (antialiased).
+    """
+    if interpolation not in POS_EMBED_INTERPOLATION:
+        raise ValueError(f"unknown position-embedding interpolation {interpolation!r}; use {', '.join(POS_EMBED_INTERPOLATION)}")
     cls, grid = pos[:1], pos[1:]
     if grid.shape[0] != old_grid[0] * old_grid[1]:
         raise ValueError(f"position embedding has {grid.shape[0]} grid rows, expected {old_grid[0]}×{old_grid[1]}")
     d = grid.shape[1]
     img = grid.reshape(1, old_grid[0], old_grid[1], d).permute(0, 3, 1, 2).float()
-    img = F.interpolate(img, size=tuple(new_grid), mode="bicubic", align_corners=False, antialias=True)
+    img = F.interpolate(img, size=tuple(new_grid), align_corners=False, **POS_EMBED_INTERPOLATION[interpolation])
     grid = img.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], d).to(pos.dtype)
     return torch.cat([cls, grid], dim=0)
 
@@ -80,6 +96,9 @@ class MuvaVisionEncoder(nn.Module):
         stride: patch stride (conv1 stride); the kernel stays the pretrained patch size.
         num_parts: R (0 = the plain global model).
         mask_heads / temperature / threshold / gating / margin: AM-MSA settings.
+        mask_mlp_norm / mask_qv_bias: mask-predictor options (see :class:`MaskPredictor`).
+        part_pos_embed: ``own`` (trainable rows, copies of CLS's) or ``tied`` (CLS's row).
+        pos_embed_interpolation: ``bilinear`` or ``bicubic`` (see :func:`resize_pos_embed`).
         num_cameras / sie_coef: SIE camera embedding (0 cameras = off).
         freeze_patch_embed: freeze conv1.
     """
@@ -91,7 +110,7 @@ class MuvaVisionEncoder(nn.Module):
         input_size: tuple[int, int] = (256, 128),
         stride: int | None = None,
         num_parts: int = 3,
-        mask_heads: int = 8,
+        mask_heads: int = 2,
         temperature: float = 1.0,
         threshold: float = 0.5,
         gating: str = "offline",
@@ -101,6 +120,10 @@ class MuvaVisionEncoder(nn.Module):
         freeze_patch_embed: bool = True,
         part_init_std: float = 0.02,
         grad_checkpointing: bool = False,
+        mask_mlp_norm: bool = True,
+        mask_qv_bias: bool = False,
+        part_pos_embed: str = "own",
+        pos_embed_interpolation: str = "bilinear",
     ):
         super().__init__()
         _check_supported(vit)
@@ -116,7 +139,7 @@ class MuvaVisionEncoder(nn.Module):
         self.num_patches = self.grid[0] * self.grid[1]
         old_grid = tuple(int(g) for g in vit.grid_size)
         with torch.no_grad():
-            new_pos = resize_pos_embed(vit.positional_embedding.detach(), old_grid, self.grid)
+            new_pos = resize_pos_embed(vit.positional_embedding.detach(), old_grid, self.grid, pos_embed_interpolation)
         vit.positional_embedding = nn.Parameter(new_pos)
         vit.grid_size = self.grid
         if freeze_patch_embed:
@@ -133,11 +156,17 @@ class MuvaVisionEncoder(nn.Module):
             self.part_tokens = nn.Parameter(torch.empty(self.num_parts, self.width))
             nn.init.trunc_normal_(self.part_tokens, std=part_init_std)
             self.mask_predictors = nn.ModuleList(
-                MaskPredictor(self.width, self.num_patches, mask_heads) for _ in range(self.num_layers)
+                MaskPredictor(self.width, self.num_patches, mask_heads, mlp_norm=mask_mlp_norm, qv_bias=mask_qv_bias)
+                for _ in range(self.num_layers)
             )
         else:
             self.part_tokens = None
             self.mask_predictors = nn.ModuleList()
+        if part_pos_embed not in ("own", "tied"):
+            raise ValueError(f"unknown part_pos_embed {part_pos_embed!r}; use 'own' or 'tied'")
+        self.part_pos_embed = None
+        if self.num_parts and part_pos_embed == "own":
+            self.part_pos_embed = nn.Parameter(new_pos[:1].clone().repeat(self.num_parts, 1))
         self.num_cameras = int(num_cameras)
         self.sie_coef = float(sie_coef)
         if self.num_cameras:
@@ -163,7 +192,8 @@ class MuvaVisionEncoder(nn.Module):
             cls = cls + self.sie_coef * self.cv_embed[camids].to(x.dtype).unsqueeze(1)
         seq = [cls]
         if self.num_parts:
-            seq.append((self.part_tokens.to(x.dtype) + pos[0]).expand(b, -1, -1))
+            part_pos = self.part_pos_embed.to(x.dtype) if self.part_pos_embed is not None else pos[:1]
+            seq.append((self.part_tokens.to(x.dtype) + part_pos).expand(b, -1, -1))
         seq.append(x + pos[1:])
         return vit.ln_pre(torch.cat(seq, dim=1))
 
@@ -213,11 +243,13 @@ class MuvaVisionEncoder(nn.Module):
         *,
         pseudo_masks: torch.Tensor | None = None,
         camids: torch.Tensor | None = None,
+        predict_masks: bool | None = None,
     ) -> VisionOutput:
         """Encode images → projected ``[CLS, parts]`` tokens and every layer's mask logits.
 
         With ``pseudo_masks`` (B×R×L, bool or 0/1), attention follows them in every layer
-        instead of the predicted masks (the mask logits are still computed).
+        instead of the predicted masks, and the mask predictors are not run (``mask_logits``
+        is empty) unless ``predict_masks=True``.
         """
         x = self.embed(images, camids)
         r = self.num_parts
@@ -225,6 +257,9 @@ class MuvaVisionEncoder(nn.Module):
         if r and pseudo_masks is not None:
             self.check_masks(pseudo_masks)
             fixed = build_attention_mask(pseudo_gate(pseudo_masks.to(x.device), dtype=x.dtype))
+        run_predictors = bool(r) and (fixed is None if predict_masks is None else predict_masks)
+        if r and fixed is None and not run_predictors:
+            raise ValueError("predict_masks=False needs pseudo_masks: the part tokens need masks from somewhere")
         logits_acc: torch.Tensor | None = None
         all_logits: list[torch.Tensor] = []
         last = self.num_layers - 1
@@ -232,12 +267,13 @@ class MuvaVisionEncoder(nn.Module):
             # only [CLS, parts] of the last layer's output are read (and its mask logits
             # come from the predictor before it), so its patch outputs are not computed
             queries = 1 + r if i == last else None
-            mask = None
-            if r:
+            mask = fixed
+            if run_predictors:
                 inc = self.mask_predictors[i](x[:, 1 : 1 + r], x[:, 1 + r :])
                 logits_acc = inc if logits_acc is None else logits_acc + inc
                 all_logits.append(logits_acc)
-                mask = fixed if fixed is not None else build_attention_mask(self._gate(logits_acc), x.dtype)
+                if fixed is None:
+                    mask = build_attention_mask(self._gate(logits_acc), x.dtype)
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(self.block, blk, x, mask, queries, use_reentrant=False)
             else:

@@ -52,5 +52,9 @@ class GroundingExpert:
 
         return [CacheEntry(k, "ok", im.size[0], im.size[1], boxes) for k, im, boxes in zip(keys, images, self.ground(images))]
 
+    def notes(self) -> list[str]:
+        """Lines worth telling the user after a run (counts of special cases); none by default."""
+        return []
+
     def close(self) -> None:
         """Release models / interpreters (optional)."""

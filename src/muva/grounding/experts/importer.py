@@ -9,14 +9,19 @@ patches in image pixels — so ``stats`` / ``show`` / ``eval`` work as for other
 
 Tolerated value types: NumPy arrays, torch tensors, nested lists; shapes R×L, 1×R×L or
 R×rows×cols; additive (0/−inf or 0/large negative) or boolean/0-1 masks (``kind``).
-Keys are matched by file name (directories in the keys are ignored).  An image without
-a mask, or a part whose mask is empty, gets the prior's box (reason ``missing`` /
-``empty``) and, for that part, the prior's rasterised mask.
+Keys are matched by file name (directories in the keys are ignored).
+
+A part whose mask is **empty** stays empty, as in the reference (its part token then
+attends only to itself and CLS, and its mask target is all zeros); its recorded box is
+the prior's, marked with reason ``empty``, only so that ``show`` can draw something.  The
+run reports how many parts were empty.  An image absent from the pickle (the reference
+would fail on it) gets the prior's boxes and masks, with reason ``missing``.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -112,6 +117,8 @@ class ImportExpert(GroundingExpert):
         self._by_name = {Path(str(k)).name: v for k, v in raw.items()}
         first = next(iter(self._by_name.values()))
         to_bool_masks(first, len(self.parts), self.grid, kind)  # fail early on a wrong layout
+        self.empty_parts: Counter = Counter()  # part → images whose mask for it is empty (kept empty)
+        self.missing_images = 0
 
     def describe(self) -> dict:
         return {**super().describe(), "masks": str(self.masks_path), "grid": list(self.grid), "count": len(self._by_name)}
@@ -122,7 +129,6 @@ class ImportExpert(GroundingExpert):
     def entries(self, keys: Sequence[str], images: Sequence) -> list:
         from muva.grounding.cache import CacheEntry
         from muva.grounding.experts.prior import prior_boxes
-        from muva.grounding.masks import boxes_to_patch_masks
 
         out = []
         for key, image in zip(keys, images):
@@ -130,19 +136,27 @@ class ImportExpert(GroundingExpert):
             prior = prior_boxes(w, h, self.parts)
             value = self._by_name.get(Path(key).name)
             if value is None:
+                self.missing_images += 1
                 out.append(CacheEntry(key, "ok", w, h, {p: PartBox(b.box, b.score, b.source, "missing") for p, b in prior.items()}))
                 continue
             masks = to_bool_masks(value, len(self.parts), self.grid, self.kind)
             boxes, kept = {}, {}
-            input_size = (self.grid[0] * 16, self.grid[1] * 16)
             for r, part in enumerate(self.parts):
                 box = mask_box(masks[r], self.grid, w, h)
-                if box is None:
-                    fb = prior[part]
-                    boxes[part] = PartBox(fb.box, fb.score, fb.source, "empty")
-                    kept[part] = boxes_to_patch_masks({part: fb.box}, (w, h), input_size, 16, (part,))[0]
+                if box is None:  # kept empty; the prior's box is recorded for drawing only
+                    self.empty_parts[part] += 1
+                    boxes[part] = PartBox(prior[part].box, 0.0, self.name, "empty")
                 else:
                     boxes[part] = PartBox(box, 1.0, self.name, None)
-                    kept[part] = masks[r]
+                kept[part] = masks[r]
             out.append(CacheEntry(key, "ok", w, h, boxes, None, kept, self.grid))
         return out
+
+    def notes(self) -> list[str]:
+        lines = []
+        if self.empty_parts:
+            per = ", ".join(f"{p} {self.empty_parts[p]:,}" for p in self.parts if self.empty_parts[p])
+            lines.append(f"{sum(self.empty_parts.values()):,} empty part mask(s) kept empty ({per})")
+        if self.missing_images:
+            lines.append(f"{self.missing_images:,} image(s) absent from {self.masks_path.name}: prior boxes and masks used")
+        return lines
