@@ -190,6 +190,25 @@ def test_training_on_imported_author_masks_keeps_them_exactly(tiny_data, tmp_pat
     assert math.isfinite(exp.stage2_loss["total"])
 
 
+def test_min_fraction_decides_the_training_masks(tiny_data):
+    """data.min_fraction is the box → patch rule of training (a larger share gives smaller masks)."""
+    from muva.engine.config import load_experiment
+    from muva.engine.data import build_pseudo_masks, build_sources
+    from muva.grounding.masks import load_pseudo_masks
+
+    def masks(fraction):
+        cfg = load_experiment(TINY, tiny_overrides(tiny_data, Path("unused"), f"data.min_fraction={fraction}"))
+        train = build_sources(cfg.data, check_images=False)
+        return train, build_pseudo_masks(train, cfg.data, cfg.model.parts, cfg.model.input_size, 16)
+
+    train, half = masks(0.5)
+    _, most = masks(0.9)
+    cache = tiny_data["caches"][tiny_data["source"]]
+    direct = load_pseudo_masks(train.records, cache, input_size=(128, 64), min_fraction=0.9)
+    assert all((most[p] == direct[p]).all() for p in direct)
+    assert sum(int(m.sum()) for m in most.values()) < sum(int(m.sum()) for m in half.values())
+
+
 def test_global_baseline_recipe_runs(tiny_data, tmp_path):
     """CLIP-ReID recipe from the same engine: no parts, SupCon stage 1, 0.25 ID + triplet + i2t, SIE, crop/erasing."""
     from muva.engine.config import load_experiment

@@ -42,6 +42,7 @@ class DataConfig:
     grounding_expert: str = "pose"  # default cache: runs/grounding/<dataset>/<expert>.sqlite
     grounding_dir: Optional[str] = None  # base folder of the default caches (default runs/grounding)
     grounding_missing: Literal["error", "prior", "skip"] = "error"  # images absent from the cache
+    min_fraction: float = 0.5  # box → patch mask: share of a patch inside the box (as `muva ground show --min-fraction`); imported masks are used exactly
     batch_size: int = 64  # global P×K batch (split over DDP processes)
     num_instances: int = 4  # K
     num_workers: int = 4

@@ -122,7 +122,8 @@ def build_pseudo_masks(train: TrainData, cfg: DataConfig, parts: Sequence[str], 
         records = [r for r in train.records if r.dsetid == d]
         cache = grounding_cache_for(spec, ds, cfg)
         masks.update(load_pseudo_masks(records, cache, parts=list(parts), input_size=tuple(input_size),
-                                       stride=stride, patch=patch, missing=cfg.grounding_missing))
+                                       stride=stride, min_fraction=cfg.min_fraction, patch=patch,
+                                       missing=cfg.grounding_missing))
     if cfg.grounding_missing == "skip":
         train.records = [r for r in train.records if r.path in masks]
     return masks
