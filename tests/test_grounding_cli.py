@@ -144,3 +144,30 @@ def test_plain_image_folder_is_accepted(tmp_path):
 
     with GroundingCache.open(out, readonly=True) as c:
         assert c.keys() == {f"cam1/img{i}.png" for i in range(3)}
+
+
+def test_import_run_reports_and_stats_count_empty_parts(tmp_path):
+    """`muva ground run -e import` says how many imported part masks were empty; `stats` counts them."""
+    import pickle
+    from pathlib import Path
+
+    import numpy as np
+
+    from _helpers import make_market as make_real_market
+    from muva.data.datasets import open_dataset
+
+    root = make_real_market(tmp_path / "market", ids=2, cams=2)
+    masks = {}
+    for i, rec in enumerate(open_dataset(str(root)).train):
+        m = np.ones((3, 128), dtype=bool)
+        m[0] = i >= 3  # three images without a head
+        masks[Path(rec.path).name] = np.where(m, 0.0, -np.inf)
+    with open(tmp_path / "m.pkl", "wb") as fh:
+        pickle.dump(masks, fh)
+    out = tmp_path / "import.sqlite"
+    res = invoke("ground", "run", root, "-e", "import", "--masks", tmp_path / "m.pkl", "--splits", "train", "--out", out,
+                 "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "3 empty part mask(s) kept empty (head 3)" in res.output
+    st = json.loads(invoke("ground", "stats", out, "--json").output)
+    assert st["reasons"] == {"head": {"empty": 3}} and st["sources"]["head"] == {"import": len(masks)}

@@ -156,7 +156,7 @@ def stats(
     con.print(f"entries {st['entries']:,}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st["statuses"].items())))
     if st["errors"]:
         con.print("unreadable: " + ", ".join(f"{k} {v}" for k, v in st["errors"].items()))
-    table = Table(title="boxes per part (by source; then reasons: a fallback, or an imported mask kept empty)")
+    table = Table(title="boxes per part", caption="after the sources: why boxes fell back; 'empty': imported masks kept empty")
     table.add_column("part")
     sources = sorted({s for c in st["sources"].values() for s in c})
     reasons = sorted({r for c in st["reasons"].values() for r in c})
