@@ -14,8 +14,8 @@ with *online* gating the part↔patch entries are soft values in ``[−m, m]``).
 
 A :class:`MaskPredictor` sits before every transformer layer: cross-attention with the
 part tokens as queries and the patch tokens as keys/values, a residual connection and a
-LayerNorm, then an MLP ``D → L → L`` (QuickGELU) giving ``R×L`` logits.  Logits accumulate across layers (layer k's logits =
-its output + layer k−1's); the mask is ``sigmoid(logits / τ)``.
+LayerNorm, then an MLP ``D → L → L`` (QuickGELU) giving ``R×L`` logits.  Logits accumulate
+across layers (layer k's logits = its output + layer k−1's); the mask is ``sigmoid(logits / τ)``.
 """
 
 from __future__ import annotations
