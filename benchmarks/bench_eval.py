@@ -9,7 +9,8 @@ reports its wall time and its peak resident memory (``ru_maxrss``, features incl
 The baseline ("peer") is a faithful NumPy re-implementation of the classic evaluator:
 full distance matrix, full argsort, int32 match matrix, per-query Python loop; and of
 the classic dense k-reciprocal re-ranking.  They run only at Market size (they need
-~19 GB / ~9 GB; the issue's figures measured on this machine are quoted for the rest).
+~19 GB / ~9 GB; figures of torchreid's Cython evaluator, measured once on a 2-core CPU,
+are quoted for the rest).
 
     python benchmarks/bench_eval.py                    # Market-size evaluation cases
     python benchmarks/bench_eval.py --rerank           # + re-ranking at Market size (ours)
@@ -36,7 +37,7 @@ SIZES = {
     "market": dict(nq=3368, ng=15913, ids=751, cams=6, distractors=2798),
     "msmt": dict(nq=11659, ng=82161, ids=3060, cams=15, distractors=0),
 }
-# the figures for the peer evaluator on this machine (2 cores)
+# torchreid's Cython evaluator, measured once on a 2-core CPU (quoted, not re-run here)
 QUOTED = {
     ("market", "peer-cython"): dict(wall=10.8, dist=2.4, rank=5.3, rss=1.56),
     ("msmt", "peer-cython"): dict(wall=178.0, dist=47.0, rank=123.0, rss=19.2),
@@ -273,7 +274,7 @@ def main() -> None:
         print(f"| {size} | {name} | {r['wall']:.1f} | {fmt(r.get('dist'))} | {fmt(r.get('rank'))} | {r['rss']:.2f} | "
               f"{100 * r['mAP']:.2f} | {100 * r['r1']:.2f} | {same_run} | {vs_q} | {rank_q} | {rss_q} |")
     print()
-    print("issue's peer figures (this machine): Market Cython 10.8 s (2.4 s distances + 5.3 s ranking), 1.56 GB; "
+    print("quoted Cython-evaluator figures (2-core CPU): Market Cython 10.8 s (2.4 s distances + 5.3 s ranking), 1.56 GB; "
           "MSMT17 Cython 178 s (47 + 123 s), 19.2 GB; Market re-ranking 141 s, 8.8 GB.")
     same = [(s, n, r) for s, n, r in rows if "error" not in r and not n.startswith("peer")]
     for size, name, r in same:

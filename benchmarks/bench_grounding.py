@@ -1,6 +1,6 @@
 """Grounding benchmark: pose-expert throughput and success rate, IoU vs synthetic ground truth.
 
-Throughput (crops/s) on real crops (``../shared/data/mini_mars``; drawn stand-ins when it
+Throughput (crops/s) on real crops (a mini MARS copy under ``$MUVA_SHARED_DATA/mini_mars``; drawn stand-ins when it
 is absent), every row measured in this run, with ratios against the baseline row:
 
 * ``litert invoke only`` (baseline) — the BlazePose landmark model alone on pre-made

@@ -126,3 +126,18 @@ def test_save_roundtrip(tmp_path):
 def test_config_keys_lists_leaves():
     keys = config_keys(Exp)
     assert "optim.lr" in keys and "data.split" in keys and "optim" not in keys
+
+
+def test_unknown_keys_suggest_the_deeper_key_and_dict_keys_take_dotted_overrides():
+    from muva.config import ConfigError, config_diff, load_config, to_dict
+    from muva.engine.config import ExperimentConfig
+
+    with pytest.raises(ConfigError, match=r"did you mean 'stage1\.optim\.lr' or 'stage2\.optim\.lr'"):
+        load_config(ExperimentConfig, overrides=["optim.lr=1e-4"])
+    with pytest.raises(ConfigError, match=r"'stage1\.epochs' or 'stage2\.epochs'"):
+        load_config(ExperimentConfig, overrides=["epochs=3"])
+    cfg = load_config(ExperimentConfig, overrides=["data.dataset_options.msmt17.train_split=train+val",
+                                                   "data.dataset_options.msmt17.min_images=2"])
+    assert cfg.data.dataset_options == {"msmt17": {"train_split": "train+val", "min_images": 2}}
+    diff = config_diff(to_dict(ExperimentConfig()), to_dict(cfg))
+    assert diff == ["data.dataset_options.msmt17: '<absent>' → {'train_split': 'train+val', 'min_images': 2}"]

@@ -40,7 +40,7 @@ def test_check_full_size_targets_ok(tmp_path):
     make_viper(tmp_path)
     make_prid(tmp_path)
     make_grid(tmp_path)
-    result = check("viper", "prid2011", "grid", "--root", str(tmp_path), "-o", "split=3")
+    result = check("viper", "prid2011", "grid", "--root", str(tmp_path), "-O", "split=3")
     assert result.exit_code == 0, result.output
     table = rows(result.output)
     assert [r[1] for r in table] == ["train", "query", "gallery"] * 3

@@ -110,7 +110,7 @@ def test_market_nothing_there_names_what_was_found(tmp_path):
 
 
 def test_missing_data_root_is_explained(tmp_path):
-    with pytest.raises(DatasetError, match="data root .* does not exist; pass --root"):
+    with pytest.raises(DatasetError, match=r"data root .*nope does not exist \(given as --root\); set --root DIR or \$MUVA_DATA"):
         load_dataset("market1501", tmp_path / "nope")
 
 

@@ -91,6 +91,7 @@ def build_mars(folder: Path) -> dict:
     touch(folder / "bbox_train" / "0001" / "0001C1T0001F001.jpg")
     touch(folder / "bbox_test" / "0002" / "0002C1T0001F001.jpg")
     touch(folder / "bbox_test" / "0002" / "0002C2T0001F001.jpg")
+    touch(folder / "bbox_test" / "0002" / "0002C2T0001F002.jpg")  # a gallery frame beside the queries
     return {}
 
 

@@ -69,3 +69,13 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     (t,) = ra
     assert rb[t]["num_queries"] == ra[t]["num_queries"]  # every query gathered to rank 0
     assert abs(rb[t]["mAP"] - ra[t]["mAP"]) < 0.15
+
+
+def test_an_error_under_several_processes_is_printed_once_without_tracebacks(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "250"}
+    cmd = [sys.executable, "-m", "muva", "train", "--nproc-per-node", "2", "-c", str(TINY),
+           f"data.sources=[{tmp_path / 'missing'}]", f"output.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("error:") == 1 and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from muva.config import ConfigError
 from muva.models import (
     CheckpointMismatchError,
+    ModelConfig,
     ModelFileError,
     WeightsUnavailableError,
     build_model,
@@ -251,3 +253,116 @@ def test_load_errors(tmp_path, trained):
     (tmp_path / "m.json").write_text(path.with_suffix(".json").read_text())
     with pytest.raises(ModelFileError, match="not found"):
         load_model(tmp_path / "m.json")
+
+
+# ----------------------------------------------------------------------------- offline: caches, flags, corrupt files
+NET_VARS = ("MUVA_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """No offline flag, the hub endpoint refuses connections (nothing listens on port 9), probes forgotten."""
+    from muva.models import clip_loading
+    from muva.utils import network
+
+    for var in NET_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(network, "_PROBES", {})
+    return clip_loading
+
+
+def fake_hub_cache(cache: Path, repo: str, filename: str, data: bytes) -> Path:
+    """A file laid out as huggingface_hub caches it (refs/main → snapshots/<commit>/<file>)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    path = folder / "snapshots" / commit / filename
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_offline_flags_and_the_network_probe(no_network, monkeypatch):
+    clip_loading = no_network
+    assert clip_loading.offline_flag() is None
+    calls = []
+    from muva.utils import network
+
+    real = network.socket.create_connection
+    monkeypatch.setattr(network.socket, "create_connection", lambda *a, **k: calls.append(a) or real(*a, **k))
+    problem = clip_loading.network_problem()
+    assert problem == "the network is unreachable (127.0.0.1 did not answer within 1.5 s)"
+    assert clip_loading.network_problem() == problem and len(calls) == 1  # probed once per process
+    for var in ("MUVA_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+        assert clip_loading.network_problem() == f"offline mode is set ({var}=1)"
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("MUVA_OFFLINE", "0")
+    assert clip_loading.offline_flag() is None
+
+
+def test_tag_without_network_fails_at_once_naming_the_fixes(no_network, tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_clip(ModelConfig(pretrained="openai", cache_dir=str(tmp_path / "hub")))
+    assert time.monotonic() - t0 < 5
+    msg = str(info.value)
+    assert "model.pretrained='openai' of ViT-B-16 are not in the local cache" in msg
+    assert "the network is unreachable (127.0.0.1" in msg
+    assert f"timm/vit_base_patch16_clip_224.openai (open_clip_model.safetensors or open_clip_pytorch_model.bin) in the Hugging Face cache {tmp_path / 'hub'}" in msg
+    assert "model.pretrained=/path/to/ViT-B-16.pt" in msg and "model.pretrained=none" in msg
+    with pytest.raises(ConfigError, match="arch overrides"):  # a config error comes before any network question
+        build_clip(tiny_config(pretrained="openai"))
+
+
+def test_cached_tag_is_found_and_loaded_without_the_hub(no_network, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub
+    import open_clip
+
+    from muva.models.clip_loading import ensure_weights_obtainable
+    from muva.models.io import cached_clip_file
+
+    cache = tmp_path / "hub"
+    assert cached_clip_file("ViT-B-16", "openai", str(cache)) is None
+    path = fake_hub_cache(cache, "timm/vit_base_patch16_clip_224.openai", "open_clip_model.safetensors", b"weights")
+    assert cached_clip_file("ViT-B-16", "openai", str(cache)) == ("hub", path)
+    cfg = ModelConfig(pretrained="openai", cache_dir=str(cache))
+    assert ensure_weights_obtainable(cfg) == ("hub-cache", path)
+    seen = {}
+
+    def create_model(name, pretrained, **kw):  # open_clip's loader, reduced to what build_clip relies on
+        seen.update(name=name, pretrained=pretrained, offline=hub.HF_HUB_OFFLINE, env=os.environ.get("HF_HUB_OFFLINE"))
+        return _new_clip(tiny_config(), quick_gelu=True)
+
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    before = hub.HF_HUB_OFFLINE
+    _, report = build_clip(cfg)
+    assert seen == {"name": "ViT-B-16", "pretrained": "openai", "offline": True, "env": "1"}
+    assert report.source == "tag" and report.path == str(path)
+    assert hub.HF_HUB_OFFLINE == before and "HF_HUB_OFFLINE" not in os.environ  # restored afterwards
+    # OpenAI's release file in open_clip's URL download folder counts too
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "ViT-B-16.pt").write_bytes(b"x")
+    assert cached_clip_file("ViT-B-16", "openai", str(tmp_path / "clip")) == ("url", tmp_path / "clip" / "ViT-B-16.pt")
+
+
+def test_truncated_or_corrupt_clip_files_are_named(reference, tmp_path):
+    from muva.models.io import weights_file_problem
+
+    clip, sd = reference
+    write_safetensors(sd, tmp_path / "clip.safetensors")
+    data = (tmp_path / "clip.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsUnavailableError, match=r"cannot read .*cut\.safetensors as a CLIP checkpoint: truncated.*copy it again"):
+        build_clip(tiny_config(pretrained=str(tmp_path / "cut.safetensors")))
+    write_openai_state_dict(sd, tmp_path / "ViT-B-16.pt")
+    assert weights_file_problem(tmp_path / "ViT-B-16.pt") is None
+    pt = (tmp_path / "ViT-B-16.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(pt[: len(pt) // 2])
+    assert weights_file_problem(tmp_path / "cut.pt").startswith("truncated or corrupt: its zip directory is unreadable")
+    with pytest.raises(WeightsUnavailableError, match=r"cut\.pt as a CLIP checkpoint: truncated or corrupt"):
+        build_clip(tiny_config(pretrained=str(tmp_path / "cut.pt")))

@@ -63,7 +63,8 @@ def test_tiny_end_to_end_learns_and_writes_run_folder(tiny_data, tmp_path):
     exp = Experiment(cfg, quiet=True)
     results = exp.run()
     assert set(results) == {"synth-domain_1"}
-    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "model.safetensors", "results.md",
+    assert not (out / "best.pt").exists()  # target-selected checkpoints are opt-in (eval.keep_best)
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "model.safetensors", "results.md",
                  "results.csv", "results.json", "eval_history.json"):
         assert (out / name).is_file(), name
     from muva.engine.logging import read_metrics
@@ -242,7 +243,7 @@ def test_protocol_run_on_synthetic_domains_writes_one_table(tiny_data, tmp_path)
     results = run_protocol(f"synth:{root}", TINY, over, out=tmp_path / "p", console=console)
     assert set(results) == {"domain_0->domain_1", "domain_1->domain_0"}
     md = (tmp_path / "p" / "protocol.md").read_text()
-    assert "domain_0->domain_1 mAP" in md and "| ours |" in md
+    assert "domain_0->domain_1 mAP" in md and "| ours: tiny #" in md
     # finished settings are not retrained
     again = run_protocol(f"synth:{root}", TINY, over, out=tmp_path / "p", console=console)
     assert {k: {t: v.mAP for t, v in r.items()} for k, r in again.items()} == \

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "muva.grounding.commands",
     "muva.evaluation.commands",
     "muva.models.commands",
+    "muva.engine.doctor",
 ]
 
 app = typer.Typer(
@@ -61,15 +62,63 @@ for _name in COMMAND_MODULES:
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print an error in red to stderr and return the Exit to raise."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    if not _is_secondary_rank():  # under torchrun the message is printed once, by rank 0
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+def _is_secondary_rank() -> bool:
+    """Under torchrun only rank 0 speaks: the other ranks exit with the same code, silently."""
+    import os
+
     try:
-        app(args=argv, prog_name="muva")
-    except SystemExit as exc:  # typer exits through SystemExit; keep its code
-        if exc.code not in (None, 0):
-            sys.exit(exc.code)
+        return int(os.environ.get("RANK", "0") or 0) > 0
+    except ValueError:
+        return False
+
+
+def report_error(exc: BaseException) -> int:
+    """Print the one-line message of an error reaching the command line; return its exit code.
+
+    Only muva errors (:class:`muva.utils.errors.MuvaError`) and Ctrl-C are turned into
+    messages; anything else is a bug and propagates with its traceback.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from muva.utils.errors import EXIT_INTERRUPTED, MuvaError
+
+    if isinstance(exc, KeyboardInterrupt):
+        message, code = ("interrupted (Ctrl-C). What was written so far stays: commands that resume (train --resume, "
+                         "extract, ground run) continue from it when run again"), EXIT_INTERRUPTED
+    elif isinstance(exc, MuvaError):
+        message, code = str(exc), exc.exit_code
+    else:
+        raise exc
+    if not _is_secondary_rank():
+        label = "[bold yellow]stopped:[/]" if code == EXIT_INTERRUPTED else "[bold red]error:[/]"
+        Console(stderr=True).print(f"{label} {escape(message)}", highlight=False)
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every muva error becomes one message and an exit code here."""
+    try:
+        code = app(args=argv, prog_name="muva", standalone_mode=False)
+        if code == 130:  # typer returns Ctrl-C inside a command as exit code 130: say so
+            code = report_error(KeyboardInterrupt())
+    except typer.Abort as exc:  # Ctrl-C inside the command-line parsing
+        code = report_error(KeyboardInterrupt()) if isinstance(exc.__context__, KeyboardInterrupt) else 1
+    except typer.TyperException as exc:  # usage errors: typer's own message and exit code (2)
+        exc.show()
+        code = getattr(exc, "exit_code", 2)
+    except typer.Exit as exc:  # typer turns Ctrl-C into Exit(130): say so instead of exiting silently
+        code = report_error(exc.__cause__) if isinstance(exc.__cause__, KeyboardInterrupt) else exc.exit_code
+    except SystemExit as exc:
+        code = exc.code
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - report_error re-raises what is not ours
+        code = report_error(exc)
+    if code not in (None, 0):
+        sys.exit(code)

@@ -35,6 +35,8 @@ from typing import Any, Iterable, Literal, Mapping, TypeVar, Union, get_args, ge
 
 import yaml
 
+from muva.utils.errors import MuvaError
+
 T = TypeVar("T")
 
 __all__ = [
@@ -46,10 +48,11 @@ __all__ = [
     "save_config",
     "dump_config",
     "config_keys",
+    "config_diff",
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(MuvaError, ValueError):
     """A configuration file or override that does not fit the typed schema."""
 
 
@@ -85,13 +88,18 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
-def _unknown_key_error(key: str, where: str, valid: Iterable[str], full: str) -> ConfigError:
+def _unknown_key_error(key: str, where: str, valid: Iterable[str], full: str, root: type | None = None) -> ConfigError:
     valid = sorted(valid)
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    prefix = f"{where}." if where else ""
+    close = [f"{prefix}{c}" for c in difflib.get_close_matches(key, valid, n=3, cutoff=0.5)]
+    if root is not None:  # 'optim.lr' → 'stage1.optim.lr', 'stage2.optim.lr': the key exists deeper in the tree
+        leaves = config_keys(root)
+        sections = {k.rsplit(".", i)[0] for k in leaves for i in range(1, k.count(".") + 1)}
+        deeper = sorted(k for k in set(leaves) | sections if k.endswith("." + full))
+        close = deeper + [c for c in close if c not in deeper]
     hint = ""
     if close:
-        prefix = f"{where}." if where else ""
-        hint = "; did you mean " + " or ".join(f"'{prefix}{c}'" for c in close) + "?"
+        hint = "; did you mean " + " or ".join(f"'{c}'" for c in close[:4]) + "?"
     scope = f" under '{where}'" if where else ""
     return ConfigError(f"unknown config key '{full}'{hint} Valid keys{scope}: {', '.join(valid)}")
 
@@ -205,7 +213,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, _prefix: str = ""
     for key, value in data.items():
         if key not in fields:
             where = _prefix[:-1]
-            raise _unknown_key_error(key, where, fields, f"{_prefix}{key}")
+            raise _unknown_key_error(key, where, fields, f"{_prefix}{key}", None if _prefix else cls)
         kwargs[key] = _convert(value, hints[key], f"{_prefix}{key}")
     try:
         obj = cls(**kwargs)
@@ -253,11 +261,19 @@ def _set_dotted(tree: dict[str, Any], cls: type, key: str, value: Any) -> None:
         fields = _fields(node_cls)
         where = ".".join(parts[:depth])
         if part not in fields:
-            raise _unknown_key_error(part, where, fields, key)
+            raise _unknown_key_error(part, where, fields, key, cls)
         if depth == len(parts) - 1:
             node[part] = value
             return
         sub_cls = _strip_optional(_type_hints(node_cls)[part])
+        if get_origin(sub_cls) in (dict, Mapping) or sub_cls is dict:  # data.dataset_options.msmt17.train_split=...
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, Mapping) else {}
+            *inner, last = parts[depth + 1:]
+            for k in inner:
+                child[k] = child = dict(child[k]) if isinstance(child.get(k), Mapping) else {}
+            child[last] = value
+            return
         if not dataclasses.is_dataclass(sub_cls):
             raise ConfigError(f"config key '{'.'.join(parts[: depth + 1])}' is a value, not a section; cannot set '{key}'")
         child = node.get(part)
@@ -318,6 +334,29 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     return apply_overrides(cls, tree, overrides)
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = (),
+                absent_ok: bool = False) -> list[str]:
+    """``["stage2.epochs: 60 → 10", ...]``: the dotted keys whose values differ between two config trees.
+
+    ``ignore`` holds dotted keys (or section prefixes) left out of the comparison;
+    ``absent_ok`` skips keys that ``old`` does not have (written by an older muva).
+    """
+    ignore = tuple(ignore)
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if key and any(key == i or key.startswith(i + ".") for i in ignore):
+            return
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else str(k))
+        elif a != b and not (absent_ok and a == "<absent>"):
+            out.append(f"{key}: {a!r} → {b!r}")
+
+    walk(old, new, "")
+    return out
 
 
 def dump_config(cfg: Any) -> str:

@@ -18,7 +18,13 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, Iterator, TypeVar
 
+from muva.utils.errors import MuvaError
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RegistryError(MuvaError, KeyError):
+    """A name that is not registered (the message lists the close matches and every entry)."""
 
 
 def _norm(name: str) -> str:
@@ -57,8 +63,9 @@ class Registry:
         if key not in self._items:
             choices = sorted(self._items)
             close = difflib.get_close_matches(key, choices + sorted(self._aliases), n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(self._aliases.get(c, c)) for c in close)}?" if close else ""
-            raise KeyError(f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(choices)}")
+            names = dict.fromkeys(self._aliases.get(c, c) for c in close)  # an entry once, however many aliases matched
+            hint = f" Did you mean {', '.join(repr(n) for n in names)}?" if names else ""
+            raise RegistryError(f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(choices)}")
         return key
 
     def get(self, name: str) -> Any:

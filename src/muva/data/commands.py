@@ -12,7 +12,10 @@ data_app = typer.Typer(help="Inspect re-ID datasets.", no_args_is_help=True)
 protocol_app = typer.Typer(help="Domain-generalisation protocols (named presets).", no_args_is_help=True)
 
 ROOT_HELP = "Data root holding the datasets (default: $MUVA_DATA, else ./data)."
-OPTION_HELP = "Dataset option KEY=VALUE, repeatable (e.g. variant=labeled, train_split=train+val, split=3, pattern=REGEX)."
+OPTION_HELP = (
+    "Dataset option KEY=VALUE, repeatable: goes to the datasets whose parser takes KEY "
+    "(e.g. split=3, variant=labeled, train_split=train+val, pattern=REGEX); DATASET.KEY=VALUE for one dataset only."
+)
 # What `muva data check` looks at when no name is given.
 CHECK_DEFAULT = (
     "market1501", "dukemtmcreid", "msmt17", "cuhk03np-labeled", "cuhk03np-detected", "cuhk02",
@@ -20,39 +23,17 @@ CHECK_DEFAULT = (
 )
 
 
-def _parse_value(text: str):
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return int(text)
-    except ValueError:
-        return text
+def _dataset_options(specs: List[str], pairs: Optional[List[str]]) -> list[dict]:
+    """Each spec's options from the ``--dataset-option`` flags; a bad flag is a one-line error."""
+    from rich.markup import escape
 
-
-def parse_options(pairs: Optional[List[str]]) -> dict:
-    """``["split=3", "variant=labeled"]`` → ``{"split": 3, "variant": "labeled"}``."""
     from muva.cli import fail
+    from muva.data.datasets import DatasetError, dataset_options_for
 
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise fail(f"option {pair!r} is not KEY=VALUE")
-        out[key.strip()] = _parse_value(value.strip())
-    return out
-
-
-def _options_for(spec: str, options: dict) -> dict:
-    """The subset of ``options`` that the parser of ``spec`` accepts (all of them for paths)."""
-    import inspect
-
-    from muva.data.datasets import DATASETS
-
-    if spec not in DATASETS:
-        return {k: v for k, v in options.items() if k == "name"}
-    params = inspect.signature(DATASETS.get(spec)).parameters
-    return {k: v for k, v in options.items() if k in params}
+    try:
+        return dataset_options_for(specs, pairs)
+    except DatasetError as exc:
+        raise fail(escape(str(exc)))
 
 
 @data_app.command("summary")
@@ -60,26 +41,35 @@ def summary(
     spec: str = typer.Argument(..., metavar="DATASET", help="A dataset folder (Market-1501 layout, MARS layout or a synthetic domain), or a registered dataset name read under --root."),
     name: Optional[str] = typer.Option(None, "--name", help="Parse DATASET (a folder) as this registered dataset, e.g. dukemtmcreid."),
     root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP),
-    option: Optional[List[str]] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
+    dataset_option: Optional[List[str]] = typer.Option(None, "--dataset-option", "--option", "-O", metavar="KEY=VALUE", help=OPTION_HELP),
 ) -> None:
-    """Print identities / images / cameras per split of a dataset."""
+    """Print identities / images / cameras per split of a dataset.
+
+    Exits 2 when the dataset cannot be read or cannot serve (an empty split, a split where
+    no file name parses, an incomplete copy); what was read is still printed.
+    """
     from rich.console import Console
+    from rich.markup import escape
 
     from muva.cli import fail
-    from muva.data import DatasetError, load_dataset, open_dataset
+    from muva.data.datasets import DatasetError, UnusableDatasetError, load_dataset, open_dataset
 
-    opts = parse_options(option)
+    opts = _dataset_options([name or spec], dataset_option)[0]
+    console = Console()
     try:
         ds = load_dataset(name, spec, **opts) if name else open_dataset(spec, root, **opts)
-    except (DatasetError, KeyError) as exc:
-        raise fail(str(exc).strip('"'))
-    console = Console()
+    except UnusableDatasetError as exc:
+        if exc.dataset is not None:
+            console.print(exc.dataset.summary_table())
+        raise fail(escape(str(exc)))
+    except DatasetError as exc:
+        raise fail(escape(str(exc)))
     console.print(ds.summary_table())
     for key in ("train_split", "variant", "split", "query_mode"):
         if key in ds.info:
-            console.print(f"{key}: {ds.info[key]}", highlight=False)
+            console.print(f"{key}: {ds.info[key]}", highlight=False, markup=False)
     if ds.info.get("skipped"):
-        console.print(f"[yellow]{len(ds.info['skipped'])} image file(s) skipped (names do not parse), e.g. {ds.info['skipped'][0]}[/]", highlight=False)
+        console.print(f"[yellow]{len(ds.info['skipped'])} image file(s) skipped (names do not parse), e.g. {escape(ds.info['skipped'][0])}[/]", highlight=False)
 
 
 def _cell(found: int, official: int | None) -> tuple[str, bool]:
@@ -90,29 +80,39 @@ def _cell(found: int, official: int | None) -> tuple[str, bool]:
     return f"[bold red]{found:,} ≠ {official:,}[/]", True
 
 
+def _missing_row(table, spec: str) -> None:
+    from rich.markup import escape
+
+    table.add_row(escape(spec), "—", "—", "—", "—", "[bold red]missing[/]")
+
+
 @data_app.command("check")
 def check(
     names: Optional[List[str]] = typer.Argument(None, metavar="DATASET", help="Dataset names or folders (default: every standard dataset)."),
     root: Optional[Path] = typer.Option(None, "--root", help=ROOT_HELP),
-    option: Optional[List[str]] = typer.Option(None, "--option", "-o", help=OPTION_HELP + " Applied to the datasets that accept it."),
+    dataset_option: Optional[List[str]] = typer.Option(None, "--dataset-option", "--option", "-O", metavar="KEY=VALUE", help=OPTION_HELP),
     verify_images: bool = typer.Option(False, "--verify-images", help="Decode every image and list unreadable or empty files."),
     workers: int = typer.Option(8, "--workers", min=1, help="Threads decoding images with --verify-images."),
 ) -> None:
     """Compare datasets with their official numbers (found / official per split).
 
-    Exits 1 when a dataset is missing, a number differs from the official one, or
-    (with --verify-images) an image cannot be decoded.
+    Exits 1 when a dataset is missing, incomplete or has an empty split (or one where no
+    file name parses), a number differs from the official one, or (with --verify-images)
+    an image cannot be decoded.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from muva.data import DATASETS, DatasetError, data_root, open_dataset
+    from muva.data.datasets import DATASETS, DatasetError, UnusableDatasetError, data_root, open_dataset
+    from muva.data.datasets.layout import missing_root_message
     from muva.data.datasets.official import official_stats
     from muva.data.images import find_bad_images
     from muva.data.records import SPLITS, SplitStats
 
     console = Console()
-    opts = parse_options(option)
+    specs = list(names or CHECK_DEFAULT)
+    per_spec = _dataset_options(specs, dataset_option)
     table = Table(title="dataset check (found / official)")
     for col, just in (("dataset", "left"), ("split", "left"), ("identities", "right"), ("images", "right"), ("cameras", "right"), ("status", "left")):
         table.add_column(col, justify=just)
@@ -120,18 +120,30 @@ def check(
     notes: list[str] = []
     opened = []
     droot = data_root(root)
-    specs = list(names or CHECK_DEFAULT)
-    if not droot.exists() and any(spec in DATASETS for spec in specs):
-        problems.append(f"the data root {droot} does not exist; pass --root or set MUVA_DATA")
-    for spec in specs:
-        if not droot.exists() and spec in DATASETS:
-            table.add_row(spec, "—", "—", "—", "—", "[bold red]missing[/]")
+
+    def needs_root(spec: str, opts: dict) -> bool:  # `custom` with path= or csv= reads no data root
+        return spec in DATASETS and not (DATASETS.canonical(spec) == "custom" and (opts.get("path") or opts.get("csv")))
+
+    root_missing = not droot.exists() and any(needs_root(s, o) for s, o in zip(specs, per_spec))
+    if root_missing:
+        problems.append(missing_root_message(droot))
+    for spec, opts in zip(specs, per_spec):
+        if root_missing and needs_root(spec, opts):
+            _missing_row(table, spec)
             continue
+        unusable = None
         try:
-            ds = open_dataset(spec, root, **_options_for(spec, opts))
-        except (DatasetError, KeyError) as exc:
-            table.add_row(spec, "—", "—", "—", "—", "[bold red]missing[/]")
-            problems.append(f"{spec}: {str(exc).strip(chr(34))}")
+            ds = open_dataset(spec, root, **opts)
+        except UnusableDatasetError as exc:
+            if exc.dataset is None:
+                _missing_row(table, spec)
+                problems.append(str(exc))
+                continue
+            ds, unusable = exc.dataset, exc
+            problems += [p.message for p in exc.problems]
+        except DatasetError as exc:
+            _missing_row(table, spec)
+            problems.append(f"{spec}: {exc}")
             continue
         opened.append((spec, ds))
         official = official_stats(ds)
@@ -144,16 +156,22 @@ def check(
             ref = (official or {}).get(split, (None, None, None))
             cells = [_cell(v, r) for v, r in zip((st.num_pids, st.num_images, st.num_cams), ref)]
             bad = any(b for _, b in cells)
-            status = "no reference" if all(v is None for v in ref) else ("[bold red]MISMATCH[/]" if bad else "[green]ok[/]")
-            if bad:
+            problem = unusable.status_of(split) if unusable else None
+            if problem:
+                status = f"[bold red]{problem}[/]"
+            elif all(v is None for v in ref):
+                status = "no reference"
+            else:
+                status = "[bold red]MISMATCH[/]" if bad else "[green]ok[/]"
+            if bad and not problem:
                 problems.append(f"{spec} {split}: found {st.num_pids} ids / {st.num_images} images / {st.num_cams} cams, official {ref}")
-            table.add_row(label if i == 0 else "", split, *(c for c, _ in cells), status)
+            table.add_row(escape(label) if i == 0 else "", split, *(c for c, _ in cells), status)
         if ds.info.get("skipped"):
             skipped = ds.info["skipped"]
             notes.append(f"{spec}: {len(skipped)} image file(s) skipped because their names do not parse: " + ", ".join(skipped[:5]) + (" …" if len(skipped) > 5 else ""))
     console.print(table)
     for note in notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if verify_images and opened:
         bad_files = find_bad_images([r.path for _, ds in opened for r in ds.train + ds.query + ds.gallery], workers=workers,
                                     progress=True, description="decoding images")
@@ -165,7 +183,7 @@ def check(
         else:
             console.print("[green]every image decodes[/]")
     for problem in problems:
-        console.print(f"[bold red]problem:[/] {problem}", highlight=False)
+        console.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False)
     if problems:
         raise typer.Exit(1)
 

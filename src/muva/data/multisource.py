@@ -4,7 +4,7 @@
     >>> combined.num_pids, combined.num_cams, combined.pid_names[0]                            # doctest: +SKIP
     (1453, 14, 'market1501_2')
 
-Rules (REFERENCE.md §2, "Multi-source"):
+Rules:
 
 * identities are keyed by ``(dataset name, original id)`` — shown as ``"<dataset>_<pid>"``
   in :attr:`CombinedDataset.pid_names` — so equal numbers in two datasets never collide;
@@ -96,9 +96,12 @@ def combine(parts: Sequence[Part] | Iterable[Part], root: str | Path | None = No
     cam_names: list[str] = []
     train: list[ImageRecord] = []
     for dsetid, (ds, split) in enumerate(resolved):
-        records = drop_unusable_train(ds.records(split))
+        found = ds.records(split)
+        records = drop_unusable_train(found)
         if not records:
-            raise DatasetError(f"source {ds.name!r} ({split}) holds no usable training identity")
+            why = (f"its {len(found)} image(s) are all junk (-1) or distractors (0)" if found
+                   else f"the {'train split' if split == 'train' else 'dataset'} is empty")
+            raise DatasetError(f"source {ds.name!r} ({split}) holds no usable training identity: {why} ({ds.root})")
         for cam in sorted({r.camid for r in records}):
             key = (ds.name, cam)
             if key not in cam_index:

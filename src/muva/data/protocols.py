@@ -1,4 +1,4 @@
-"""Domain-generalisation protocols as named, reproducible presets (REFERENCE.md §3, MUVA.md).
+"""Domain-generalisation protocols as named, reproducible presets (as used in the MUVA paper and the DG re-ID literature).
 
     >>> from muva.data.protocols import get_protocol
     >>> p = get_protocol("single-source")
@@ -136,7 +136,7 @@ def _setting(srcs: list[str], tgts: list[str], split: str = "train", num_splits:
     return Setting(name, [(ABBREV[s][0], split) for s in srcs], [_target(t, num_splits) for t in tgts], dict(paper or {}))
 
 
-# MUVA.md, single-source table: (MUVA, best other in the paper's table), mAP / Rank-1.
+# The MUVA paper's single-source table: (MUVA, best other in the paper's table), mAP / Rank-1.
 SINGLE_SOURCE_PAPER = {
     ("MA", "D"): ((52.0, 72.1), (49.5, 69.1)),
     ("MA", "MS"): ((27.6, 56.8), (26.8, 52.1)),
@@ -151,7 +151,7 @@ SINGLE_SOURCE_PAPER = {
     ("C3", "D"): ((45.6, 66.7), (43.2, 64.8)),
     ("C3", "MS"): ((21.0, 49.8), (17.8, 47.3)),
 }
-# MUVA.md, leave-one-out table (target → MUVA mAP / Rank-1).
+# The MUVA paper's leave-one-out table (target → MUVA mAP / Rank-1).
 LEAVE_ONE_OUT_PAPER = {"MA": (66.7, 86.1), "D": (63.8, 79.4), "MS": (34.5, 63.1), "C3": (48.6, 49.6)}
 FOUR = ("MA", "D", "MS", "C3")
 

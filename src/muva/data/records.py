@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
+from muva.utils.errors import MuvaError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
 UNKNOWN_CAMERA = -1
@@ -26,8 +27,43 @@ SPLITS = ("train", "query", "gallery")
 SOURCE_SPLITS = ("train", "all")
 
 
-class DatasetError(ValueError):
+class DatasetError(MuvaError, ValueError):
     """A dataset that cannot be read as asked (missing folders, wrong layout, bad files)."""
+
+
+@dataclass(frozen=True)
+class SplitProblem:
+    """Why a parsed dataset cannot serve: ``split`` (None = the whole dataset), a short
+    ``status`` for tables (``empty``, ``names unparsed``, ``incomplete``) and the full ``message``."""
+
+    split: str | None
+    status: str
+    message: str
+
+
+class UnusableDatasetError(DatasetError):
+    """A dataset that was found and read but cannot serve for training or evaluation.
+
+    An expected split is empty, no file name of a split parses, or a copy is incomplete.
+    ``dataset`` holds what was read (so that ``muva data check`` can show the found
+    numbers beside the official ones) and ``problems`` one :class:`SplitProblem` each.
+    """
+
+    def __init__(self, problems: Sequence[SplitProblem], dataset: "ReIDDataset | None" = None):
+        self.problems = list(problems)
+        self.dataset = dataset
+        messages = [p.message for p in self.problems]
+        head = messages[0].split(": ", 1)[0] + ": " if messages and ": " in messages[0] else ""
+        if head and all(m.startswith(head) for m in messages):  # "x: a; b" rather than "x: a; x: b"
+            messages = messages[:1] + [m[len(head):] for m in messages[1:]]
+        super().__init__("; ".join(messages))
+
+    def status_of(self, split: str) -> str | None:
+        """The status of ``split`` (a whole-dataset problem counts for every split), or None."""
+        for p in self.problems:
+            if p.split in (split, None):
+                return p.status
+        return None
 
 
 def is_image_file(path: str | Path) -> bool:

@@ -9,7 +9,7 @@ this script from the fixed seed :data:`SPLIT_SEED`::
 
 The randomness does not depend on any library's generator: every choice ranks items by
 the SHA-256 of ``"{seed}/{dataset}/{split}/{item}"`` (read as an integer), so the files
-are the same on every machine and Python / NumPy version.  Construction (REFERENCE.md §2):
+are the same on every machine and Python / NumPy version.  Construction (the datasets' published protocols):
 
 * **VIPeR** — 632 persons, one image in ``cam_a`` and one in ``cam_b`` each.  Persons are
   numbered by position (0-based) in the sorted list of file-name prefixes.  Per split the

@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 from muva.utils.io import atomic_write
+from muva.utils.errors import MuvaError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "CheckpointError"]
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MuvaError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the run."""
 
 

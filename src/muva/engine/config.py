@@ -2,7 +2,7 @@
 
 Loaded with :func:`muva.config.load_config` (YAML with ``_base_:`` inheritance plus
 ``key.sub=value`` overrides); ``muva train -c CONFIG`` saves the resolved tree as
-``<output.dir>/config.yaml``.  Defaults are MUVA's reference recipe (MUVA.md, "Training");
+``<output.dir>/config.yaml``.  Defaults are MUVA's reference recipe (the paper's training section);
 the presets in ``configs/`` only name data and deviations.  Imports no torch.
 """
 
@@ -132,6 +132,10 @@ class EvalConfig:
     ap: Literal["community", "official"] = "community"
     rerank: bool = False
     best_metric: Literal["mAP", "rank1"] = "mAP"
+    # keep_best: also save best.pt, the epoch with the best target metric.  That is selection on the
+    # target's test set (leakage in domain generalisation), so it is off and labelled as such; the
+    # reported model (model.safetensors, results.*) is always the last epoch.
+    keep_best: bool = False
     max_images: int = 0  # cap query+gallery per target for quick checks (0 = all)
 
 

@@ -18,7 +18,7 @@ from muva.data.records import DatasetError, ImageRecord, ReIDDataset
 from muva.engine.config import DataConfig
 
 __all__ = ["TrainData", "build_sources", "build_targets", "build_pseudo_masks", "grounding_cache_for",
-           "train_loader", "eval_loader", "open_spec"]
+           "ground_command", "train_loader", "eval_loader", "open_spec", "spec_options"]
 
 
 @dataclass
@@ -38,20 +38,22 @@ class TrainData:
         return [r.pid for r in self.records]
 
 
-def open_spec(spec: str, cfg: DataConfig) -> ReIDDataset:
-    """Open one dataset spec (name, ``name:option=value``-free path, or ``synth:PATH``)."""
-    from muva.data.datasets import open_dataset
-
+def spec_options(spec: str, cfg: DataConfig) -> dict[str, Any]:
+    """``data.dataset_options`` of one spec: under the spec as written or its registered name."""
     options: dict[str, Any] = dict(cfg.dataset_options.get(spec, {}))
     if not options:
-        try:
-            from muva.data.datasets import DATASETS
+        from muva.data.datasets import DATASETS
 
-            if spec in DATASETS:
-                options = dict(cfg.dataset_options.get(DATASETS.canonical(spec), {}))
-        except Exception:  # noqa: BLE001
-            pass
-    return open_dataset(spec, cfg.root, **options)
+        if spec in DATASETS:
+            options = dict(cfg.dataset_options.get(DATASETS.canonical(spec), {}))
+    return options
+
+
+def open_spec(spec: str, cfg: DataConfig) -> ReIDDataset:
+    """Open one dataset spec (a registered name, a folder, or ``synth:PATH``) with its options."""
+    from muva.data.datasets import open_dataset
+
+    return open_dataset(spec, cfg.root, **spec_options(spec, cfg))
 
 
 def build_sources(cfg: DataConfig, check_images: bool | None = None, progress: bool = False) -> TrainData:
@@ -78,11 +80,15 @@ def build_sources(cfg: DataConfig, check_images: bool | None = None, progress: b
                      sources=datasets, pid_names=list(combined.pid_names), bad_images=bad)
 
 
-def build_targets(cfg: DataConfig, specs: Sequence[str] | None = None) -> list[tuple[str, list[ReIDDataset]]]:
+def build_targets(cfg: DataConfig, specs: Sequence[str] | None = None, check_images: bool | None = None,
+                  progress: bool = False) -> list[tuple[str, list[ReIDDataset]]]:
     """``[(label, [dataset per split])]`` of the targets to evaluate (``specs`` overrides ``cfg.targets``).
 
     A target with ``data.target_splits[spec] = n > 1`` is opened ``n`` times with ``split=k``
-    (VIPeR, PRID, GRID, iLIDS); its metrics are the mean over the splits.
+    (VIPeR, PRID, GRID, iLIDS); its metrics are the mean over the splits.  Query and gallery
+    images are scanned like the sources' (``data.check_images``): unreadable ones are listed
+    in ``dataset.info["unreadable_images"]`` (``{path: reason}``), which the evaluation leaves
+    out and reports; with ``data.on_bad_image=raise`` they are an error here.
     """
     from muva.data.datasets import open_dataset
 
@@ -90,15 +96,32 @@ def build_targets(cfg: DataConfig, specs: Sequence[str] | None = None) -> list[t
     for spec in (cfg.targets if specs is None else specs):
         n = int(cfg.target_splits.get(spec, 1))
         if n > 1:
-            options = dict(cfg.dataset_options.get(spec, {}))
-            splits = [open_dataset(spec, cfg.root, **{**options, "split": k}) for k in range(n)]
+            splits = [open_dataset(spec, cfg.root, **{**spec_options(spec, cfg), "split": k}) for k in range(n)]
         else:
             splits = [open_spec(spec, cfg)]
-        for ds in splits:
+        for ds in splits:  # (datasets opened from folders already refuse empty splits)
             if not ds.query or not ds.gallery:
                 raise DatasetError(f"target {spec!r} has no query/gallery images to evaluate on")
+        if cfg.check_images if check_images is None else check_images:
+            _scan_target(spec, splits, cfg.on_bad_image, progress)
         out.append((splits[0].name, splits))
     return out
+
+
+def _scan_target(spec: str, splits: list[ReIDDataset], on_bad_image: str, progress: bool) -> None:
+    from muva.data.loader import scan_images
+
+    records = list({r.path: r for ds in splits for r in ds.query + ds.gallery}.values())
+    bad = scan_images(records, progress=progress)
+    if bad and on_bad_image == "raise":
+        first = next(iter(bad.items()))
+        raise DatasetError(f"target {spec!r}: {len(bad)} unreadable query/gallery image(s), e.g. {first[0]} "
+                           f"({first[1]}); fix or remove them, or set data.on_bad_image=skip to leave them out "
+                           "of the evaluation (they are listed in the results)")
+    for ds in splits:
+        mine = {r.path: bad[r.path] for r in ds.query + ds.gallery if r.path in bad}
+        if mine:
+            ds.info["unreadable_images"] = mine
 
 
 def grounding_cache_for(spec: str, dataset: ReIDDataset, cfg: DataConfig) -> Path:
@@ -112,6 +135,20 @@ def grounding_cache_for(spec: str, dataset: ReIDDataset, cfg: DataConfig) -> Pat
     return Path(default_cache_path(dataset.name, cfg.grounding_expert, cfg.grounding_dir))
 
 
+def ground_command(spec: str, cfg: DataConfig, cache: str | Path, parts: Sequence[str] = ()) -> str:
+    """The ``muva ground run ...`` line that creates the grounding cache a source needs."""
+    import shlex
+
+    cmd = ["muva", "ground", "run", spec, "--expert", cfg.grounding_expert, "--out", str(cache)]
+    if cfg.root:
+        cmd += ["--root", str(cfg.root)]
+    if parts and list(parts) != ["head", "upper_body", "legs"]:
+        cmd += ["--parts", ",".join(parts)]
+    for key, value in spec_options(spec, cfg).items():
+        cmd += ["-O", f"{key}={value}"]
+    return shlex.join(cmd)
+
+
 def build_pseudo_masks(train: TrainData, cfg: DataConfig, parts: Sequence[str], input_size, stride: int,
                        patch: int | None = None) -> dict:
     """``{path: bool R×L}`` for every training record, from the sources' grounding caches."""
@@ -121,12 +158,26 @@ def build_pseudo_masks(train: TrainData, cfg: DataConfig, parts: Sequence[str], 
     for d, (spec, ds) in enumerate(zip(cfg.sources, train.sources)):
         records = [r for r in train.records if r.dsetid == d]
         cache = grounding_cache_for(spec, ds, cfg)
+        if not cache.is_file():
+            from muva.grounding.cache import GroundingCacheError
+
+            raise GroundingCacheError(f"grounding cache {cache} (pseudo masks of source {spec}) does not exist. "
+                                      f"Create it with:\n  {ground_command(spec, cfg, cache, parts)}\n"
+                                      "(--expert prior needs no model), or point data.grounding.<source> at an "
+                                      "existing cache")
         masks.update(load_pseudo_masks(records, cache, parts=list(parts), input_size=tuple(input_size),
                                        stride=stride, min_fraction=cfg.min_fraction, patch=patch,
                                        missing=cfg.grounding_missing))
     if cfg.grounding_missing == "skip":
         train.records = [r for r in train.records if r.path in masks]
     return masks
+
+
+def _worker_ignores_sigint(worker_id: int) -> None:  # noqa: ARG001
+    """Loader workers leave Ctrl-C to the main process, which stops at a step boundary and saves."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train_loader(dataset, sampler, batch_size: int, num_workers: int, device_type: str = "cpu"):
@@ -136,7 +187,7 @@ def train_loader(dataset, sampler, batch_size: int, num_workers: int, device_typ
     from muva.data.loader import collate
 
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                      drop_last=True, pin_memory=device_type == "cuda", persistent_workers=num_workers > 0)
+                      worker_init_fn=_worker_ignores_sigint, drop_last=True, pin_memory=device_type == "cuda", persistent_workers=num_workers > 0)
 
 
 def eval_loader(dataset, batch_size: int, num_workers: int, world_size: int = 1, rank: int = 0,
@@ -148,4 +199,5 @@ def eval_loader(dataset, batch_size: int, num_workers: int, world_size: int = 1,
     from muva.data.samplers import SequentialShardSampler
 
     return DataLoader(dataset, batch_size=batch_size, sampler=SequentialShardSampler(len(dataset), world_size, rank),
-                      num_workers=num_workers, collate_fn=collate, pin_memory=device_type == "cuda")
+                      num_workers=num_workers, collate_fn=collate, pin_memory=device_type == "cuda",
+                      worker_init_fn=_worker_ignores_sigint)

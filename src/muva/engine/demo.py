@@ -2,7 +2,7 @@
 
 1. ``muva synth`` defaults → ``<out>/data/domain_0..2`` (skipped when already there);
 2. grounding of the source domains' training images with the pose expert when its model
-   file is already on this machine, else the body-prior expert → ``<out>/grounding/``;
+   file is already present locally, else the body-prior expert → ``<out>/grounding/``;
 3. a small MUVA and the global baseline (same model without part tokens / mask loss)
    trained from scratch on domains 0+1 (``configs/demo.yaml`` or the built-in copy);
 4. both, and the untrained model, evaluated on the unseen domain 2;
@@ -179,7 +179,7 @@ def _write_demo_report(out: Path, exp, results: dict, expert: str, seconds: floa
             if series:
                 curves.append(loss_curves_svg(series, f"{label} {stage} losses (per iteration)"))
     sections.append(("Loss curves", "".join(curves)))
-    qf, gf, q, g = target_features(exp.model, splits[0], exp.eval_tf, exp.cfg, exp.dist, None)
+    qf, gf, q, g, _ = target_features(exp.model, splits[0], exp.eval_tf, exp.cfg, exp.dist, None)
     ranked = ranked_list_image(q, g, qf.numpy(), gf.numpy())
     sections.append(("Ranked lists on the unseen domain (MUVA; green = same identity)",
                      f"<img src='{png_data_uri(ranked)}'>"))

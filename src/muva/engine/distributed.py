@@ -4,6 +4,10 @@
 ``LOCAL_RANK``/``MASTER_ADDR``; :func:`init_distributed` then joins the process group with
 NCCL on GPU and gloo on CPU.  Without those variables everything runs single-process and
 the helpers below degrade to no-ops.
+
+``muva train --nproc-per-node N`` starts the N processes itself with torchrun's launcher
+(:func:`launch`); an error is then printed once, by rank 0, without the launcher's own
+failure report.
 """
 
 from __future__ import annotations
@@ -15,8 +19,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup", "all_gather_tensor", "gather_by_index", "barrier",
-           "broadcast_object", "is_distributed"]
+from muva.utils.errors import MuvaError
+
+__all__ = ["DistInfo", "DeviceError", "init_distributed", "cleanup", "all_gather_tensor", "gather_by_index", "barrier",
+           "broadcast_object", "is_distributed", "launch"]
+
+
+class DeviceError(MuvaError, RuntimeError):
+    """A device asked for that is not available here."""
 
 
 @dataclass
@@ -47,7 +57,7 @@ def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
     """
     want_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if want_cuda and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for but CUDA is not available; use device=cpu")
+        raise DeviceError(f"device {device!r} asked for but CUDA is not available here; use device=cpu (or auto)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -108,3 +118,29 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run ``python ARGS`` in ``nproc`` local processes with torchrun's launcher; returns the exit code.
+
+    The processes get torchrun's ``RANK``/``WORLD_SIZE``/... variables (a free port on
+    127.0.0.1 for the rendezvous).  When they fail, the first failure's exit code is returned
+    and the launcher's report is left out: rank 0 has already printed the error.
+    """
+    import logging
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: no oversubscription of the cores
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.5)
+    try:
+        elastic_launch(config, sys.executable)(*args)
+    except ChildFailedError as exc:
+        codes = [f.exitcode for f in exc.failures.values() if f.exitcode]
+        return int(codes[0]) if codes and codes[0] > 0 else 1
+    return 0

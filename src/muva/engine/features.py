@@ -34,10 +34,12 @@ def pseudo_mask_features(model: nn.Module, batch: dict) -> torch.Tensor:
 
 @torch.no_grad()
 def extract_dataset(model: nn.Module, loader, total: int, fn: Callable, device: torch.device, autocast=None,
-                    description: str = "extracting", progress: bool = False) -> torch.Tensor:
+                    description: str = "extracting", progress: bool = False, with_valid: bool = False):
     """``total × D`` float32 features of every sample (rank shards gathered on every rank).
 
     ``loader`` yields batches with an ``index`` entry (see :func:`muva.engine.data.eval_loader`).
+    ``with_valid``: also return a ``total`` bool tensor, False where the batch's ``valid``
+    entry said the image could not be read (its feature row is then meaningless).
     """
     import contextlib
 
@@ -58,7 +60,11 @@ def extract_dataset(model: nn.Module, loader, total: int, fn: Callable, device: 
             batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
             with ctx():
                 f = fn(bare, batch)
-            feats.append(f.float())
+            f = f.float()
+            if with_valid:  # carried as one more column so that the DDP gather keeps it in order
+                ok = batch.get("valid", torch.ones(len(f), dtype=torch.bool, device=f.device))
+                f = torch.cat([f, ok.to(f.device, torch.float32)[:, None]], dim=1)
+            feats.append(f)
             idx.append(batch["index"])
     finally:
         bare.train(was_training)
@@ -73,7 +79,11 @@ def extract_dataset(model: nn.Module, loader, total: int, fn: Callable, device: 
         torch.distributed.all_reduce(dim, op=torch.distributed.ReduceOp.MAX)
         if local.shape[1] != int(dim):
             local = local.new_zeros((0, int(dim)))
-        return gather_by_index(local, local_idx, total).cpu()
-    out = local.new_zeros((total, local.shape[1]))
-    out[local_idx.long()] = local
-    return out.cpu()
+        out = gather_by_index(local, local_idx, total).cpu()
+    else:
+        out = local.new_zeros((total, local.shape[1]))
+        out[local_idx.long()] = local
+        out = out.cpu()
+    if with_valid:
+        return out[:, :-1].contiguous(), out[:, -1] > 0.5
+    return out

@@ -34,9 +34,9 @@ class CheckpointHook(Hook):
             state["sampler"]["start_batch"] = 0
         return {**self.extra(), "trainer": state}
 
-    def save(self, trainer: Trainer, path: Path | None = None) -> None:
+    def save(self, trainer: Trainer, path: Path | None = None, **extra: Any) -> None:
         if self.enabled:
-            save_checkpoint(path or self.path, self.state(trainer))
+            save_checkpoint(path or self.path, {**self.state(trainer), **extra})
             self.saves += 1
 
     def after_step(self, trainer: Trainer, losses) -> None:
@@ -46,9 +46,13 @@ class CheckpointHook(Hook):
     def after_epoch(self, trainer: Trainer) -> None:
         self.save(trainer)
 
+    def on_interrupt(self, trainer: Trainer) -> None:
+        self.save(trainer)
+
 
 class EvalHook(Hook):
-    """Evaluates every ``every`` epochs and after the last; keeps ``best.pt`` by ``best_metric``.
+    """Evaluates every ``every`` epochs and after the last; with ``best_path``, keeps the epoch
+    with the best mean ``best_metric`` there (labelled as selected on the target test set).
 
     ``evaluate(trainer) -> {target: result}`` runs on every rank (features are sharded and
     gathered); ``on_result(trainer, results, is_best)`` records them (rank 0 writes).
@@ -80,7 +84,9 @@ class EvalHook(Hook):
             self.best = score
         self.on_result(trainer, results, is_best)
         if is_best and self.checkpoint is not None and self.best_path is not None:
-            self.checkpoint.save(trainer, self.best_path)
+            # labelled: whoever evaluates this file is told it was chosen by the target's test metrics
+            self.checkpoint.save(trainer, self.best_path, selected_on="the target test set",
+                                 selected_metric=self.best_metric, selected_epoch=trainer.epoch + 1)
 
 
 class CallbackHook(Hook):
@@ -90,7 +96,7 @@ class CallbackHook(Hook):
     that event; an unknown name is an error rather than a callback that never runs.
     """
 
-    EVENTS = ("before_train", "before_epoch", "after_step", "after_epoch", "after_train")
+    EVENTS = ("before_train", "before_epoch", "after_step", "after_epoch", "after_train", "on_interrupt")
 
     def __init__(self, **callbacks: Callable):
         unknown = sorted(set(callbacks) - set(self.EVENTS))

@@ -6,7 +6,8 @@ Only rank 0 writes.  ``<run>/metrics.jsonl`` has one JSON object per line::
     {"stage": "stage2", "epoch": 3, "eval/domain_2/mAP": 41.2, ...}
 
 TensorBoard (``<run>/tb/``) gets the same scalars under the same names, with the stage
-prefixed (``stage2/loss/id``).  :func:`read_metrics` loads the JSONL back.
+prefixed (``stage2/loss/id``, ``stage1/epoch_loss/total``); evaluations are ``eval/<target>/mAP``
+and ``eval/<target>/rank1`` (x-axis: the epoch).  :func:`read_metrics` loads the JSONL back.
 """
 
 from __future__ import annotations
@@ -28,22 +29,29 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.console = console
+        self.tensorboard = tensorboard
         self._tb = None
         self._fh = None
-        if enabled:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
-            if tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
+        self._opened = False
 
-                    self._tb = SummaryWriter(str(self.run_dir / "tb"))
-                except Exception as exc:  # noqa: BLE001 - tensorboard is optional at run time
-                    self.print(f"[yellow]TensorBoard disabled:[/] {exc}")
+    def _open(self) -> None:
+        """Files are created at the first record, so a run that fails while setting up leaves none."""
+        self._opened = True
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        if self.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            except Exception as exc:  # noqa: BLE001 - tensorboard is optional at run time
+                self.print(f"[yellow]TensorBoard disabled:[/] {exc}")
 
     def log(self, record: Mapping[str, Any], step: int | None = None) -> None:
         if not self.enabled:
             return
+        if not self._opened:
+            self._open()
         rec = {**record, "time": round(time.time(), 3)}
         self._fh.write(json.dumps(rec) + "\n")
         if self._tb is not None:
@@ -52,7 +60,22 @@ class RunLogger:
             for k, v in rec.items():
                 if k in ("stage", "epoch", "iter", "step", "time") or not isinstance(v, (int, float)):
                     continue
-                self._tb.add_scalar(f"{stage}/{k}", v, s)
+                self._tb.add_scalar(k if k.startswith(f"{stage}/") else f"{stage}/{k}", v, s)
+
+    def truncate(self, stage: str, step: int) -> int:
+        """Drop the records after ``(stage, step)`` (a resume writes them again); see
+        :func:`muva.engine.runfolder.truncate_metrics`.  Returns how many were dropped."""
+        if not self.enabled:
+            return 0
+        from muva.engine.runfolder import truncate_metrics
+
+        was_open = self._fh is not None
+        if was_open:  # the file is rewritten: append to the new one afterwards
+            self._fh.close()
+        dropped = truncate_metrics(self.run_dir / "metrics.jsonl", stage, step)
+        if was_open:
+            self._fh = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        return dropped
 
     def print(self, message: str) -> None:
         if not self.enabled:
@@ -121,12 +144,15 @@ class LoggingHook(Hook):
         if self._n:
             means = {f"epoch_loss/{k}": v / self._n for k, v in self._sum.items()}
             self.logger.log({"stage": trainer.name, "epoch": trainer.epoch + 1, "step": trainer.global_iter,
-                             "lr": trainer.lr(), **means}, step=trainer.epoch + 1)
+                             "epoch_lr": trainer.lr(), **means}, step=trainer.epoch + 1)  # x = epoch, own tag
             if self._progress is None:
                 parts = " ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in means.items())
                 self.logger.print(f"{trainer.name} epoch {trainer.epoch + 1}/{trainer.max_epochs}: {parts}")
 
     def after_train(self, trainer: Trainer) -> None:
+        self.close()
+
+    def on_interrupt(self, trainer: Trainer) -> None:
         self.close()
 
     def close(self) -> None:

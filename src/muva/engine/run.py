@@ -5,10 +5,16 @@ Run folder (``output.dir``)::
     config.yaml          resolved configuration
     metrics.jsonl        losses, learning rates, evaluation metrics (one JSON per line)
     tb/                  TensorBoard event files
-    last.pt / best.pt    resumable checkpoints (see muva.engine.checkpoint)
+    last.pt              resumable checkpoint (see muva.engine.checkpoint)
+    best.pt              only with eval.keep_best=true: the epoch with the best target metric
+                         (selected on the target test set — not a domain-generalisation result)
     model.safetensors    final weights (+ .json), loadable with muva.models.load_model
-    results.md/.csv/.json/_cmc.csv   final evaluation on the targets (paper layout)
+    results.md/.csv/.json/_cmc.csv   evaluation of the final (last-epoch) model on the targets
     eval_history.json    every evaluation during training
+
+A folder that already holds a run is refused unless the run is resumed (``resume``) or
+replaced (``overwrite``); SIGINT / SIGTERM stop training at the next step boundary after
+saving ``last.pt`` (see :mod:`muva.engine.runfolder`).
 """
 
 from __future__ import annotations
@@ -42,16 +48,23 @@ class Experiment:
 
     Args:
         cfg: the experiment configuration.
-        resume: continue from ``<output.dir>/last.pt`` when it exists.
-        quiet: no live progress (logs and files are still written).
+        resume: continue from ``<output.dir>/last.pt`` when it exists (the config must fit it).
+        overwrite: empty an existing run folder first (without it, and without ``resume``, a
+            folder that already holds a run is an error).
+        quiet: no live progress (logs and files are still written; per-epoch lines are printed
+            instead, as when the output is not a terminal).
         hooks: extra :class:`muva.engine.trainer.Hook` objects added to both stages' trainers.
     """
 
     def __init__(self, cfg: ExperimentConfig, resume: bool = False, quiet: bool = False, console=None,
-                 hooks: list | None = None):
+                 hooks: list | None = None, overwrite: bool = False):
+        from muva.engine.runfolder import StopRequest
+
         self.cfg = cfg
         self.extra_hooks = list(hooks or [])
         self.resume = resume
+        self.overwrite = overwrite
+        self.stop = StopRequest()
         self.quiet = quiet
         self.console = console
         self.run_dir = Path(cfg.output.dir)
@@ -70,7 +83,8 @@ class Experiment:
 
     @property
     def show_progress(self) -> bool:
-        return self.dist.is_main and not self.quiet and self.cfg.output.progress
+        terminal = self.console.is_terminal if self.console is not None else sys.stdout.isatty()
+        return self.dist.is_main and not self.quiet and self.cfg.output.progress and terminal
 
     def autocast(self):
         if self.cfg.amp == "none" or self.dist.device.type != "cuda":
@@ -100,8 +114,16 @@ class Experiment:
         from muva.engine.logging import RunLogger
         from muva.models import build_model
 
+        from muva.engine.distributed import barrier
+        from muva.engine.runfolder import prepare_run_folder
+
         cfg = self.cfg
         self.dist = init_distributed(cfg.device)
+        prepare_run_folder(self.run_dir, self.resume, self.overwrite, delete=self.dist.is_main)
+        barrier()
+        from muva.models.clip_loading import ensure_weights_obtainable
+
+        ensure_weights_obtainable(cfg.model)  # before minutes of image scanning: unobtainable weights fail now
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard,
                                 console=self.console)
         set_seed(cfg.seed)
@@ -126,10 +148,12 @@ class Experiment:
         labels = self.train.labels
         self.train_ds = ReIDImageDataset(self.train.records, train_tf, labels, self.masks, cfg.data.on_bad_image)
         self.plain_ds = ReIDImageDataset(self.train.records, eval_tf, labels, self.masks, cfg.data.on_bad_image)
-        self.targets = build_targets(cfg.data)
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+        self.targets = build_targets(cfg.data, progress=self.show_progress)
+        for name, splits in self.targets:
+            bad = {p: r for ds in splits for p, r in ds.info.get("unreadable_images", {}).items()}
+            if bad:
+                self.log(f"[yellow]target {name}: {len(bad)} unreadable query/gallery image(s) will be left out of "
+                         f"every evaluation (listed in results.json)[/], e.g. {next(iter(bad))}")
         srcs = ", ".join(f"{d.name}" for d in self.train.sources)
         self.log(f"[bold]{cfg.name}[/]: sources {srcs} → {self.train.num_classes} identities, "
                  f"{len(self.train.records)} images, {self.train.num_cams} cameras; targets "
@@ -138,6 +162,7 @@ class Experiment:
 
     def load_resume(self) -> dict | None:
         from muva.engine.checkpoint import load_checkpoint
+        from muva.engine.runfolder import RunFolderError, resume_mismatch
 
         path = self.run_dir / "last.pt"
         if not self.resume:
@@ -146,12 +171,23 @@ class Experiment:
             self.log(f"[yellow]--resume: no checkpoint at {path}; starting from scratch[/]")
             return None
         state = load_checkpoint(path, map_location=self.dist.device)
+        diff = resume_mismatch(state.get("config", {}), to_dict(self.cfg))
+        if diff:
+            listed = "\n  ".join(diff[:12]) + (f"\n  … and {len(diff) - 12} more" if len(diff) > 12 else "")
+            raise RunFolderError(f"cannot resume {path}: it was trained with a different config ({len(diff)} key(s) "
+                                 f"differ, checkpoint → now):\n  {listed}\nResume with the run's own config "
+                                 f"(muva train -c {self.run_dir / 'config.yaml'} --resume) or start afresh with "
+                                 "--overwrite or another output.dir")
         if state.get("num_classes") != self.train.num_classes:
-            raise ValueError(f"{path} was trained with {state.get('num_classes')} identities, the data now has "
-                             f"{self.train.num_classes}; resume needs the same sources")
+            raise RunFolderError(f"cannot resume {path}: it was trained with {state.get('num_classes')} identities, "
+                                 f"the data now has {self.train.num_classes}; resume needs the same sources and images")
         self.history = list(state.get("history", []))
-        self.log(f"resuming from {path} ({state['trainer']['stage']}, epoch {state['trainer']['epoch'] + 1}, "
-                 f"iteration {state['trainer']['iter_in_epoch']})")
+        tr = state["trainer"]
+        dropped = self.logger.truncate(tr["stage"], int(tr["global_iter"])) if self.dist.is_main else 0
+        total = (self.cfg.stage1 if tr["stage"] == "stage1" else self.cfg.stage2).epochs
+        where = (f"{tr['stage']} finished" if tr.get("finished") or tr["epoch"] >= total else
+                 f"{tr['stage']} epoch {tr['epoch'] + 1}/{total}, iteration {tr['iter_in_epoch']}")
+        self.log(f"resuming from {path} ({where}){f'; {dropped} later metric record(s) dropped' if dropped else ''}")
         return state
 
     # ------------------------------------------------------------------ evaluation
@@ -175,35 +211,61 @@ class Experiment:
         if self.dist.is_main:
             self.logger.log(rec, step=rec["epoch"] or 0)
             line = "; ".join(f"{n}: {r.summary()}" for n, r in results.items())
-            self.log(f"eval epoch {rec['epoch']}: {line}{' [green](best)[/]' if is_best else ''}")
+            best = " [green](best so far on the target test set)[/]" if is_best and self.cfg.eval.keep_best else ""
+            self.log(f"eval epoch {rec['epoch']}: {line}{best}")
+            for name, r in results.items():
+                skipped = r.info.get("skipped_images", [])
+                if skipped:
+                    self.log(f"[yellow]{name}: {len(skipped)} unreadable image(s) left out[/] (e.g. "
+                             f"{skipped[0]['path']}: {skipped[0]['reason']})")
             (self.run_dir / "eval_history.json").write_text(json.dumps(self.history, indent=1))
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
         from muva.engine.stage1 import run_stage1
         from muva.engine.stage2 import run_stage2
+        from muva.engine.trainer import TrainingInterrupted
+        from muva.utils.errors import RunInterrupted
 
         t0 = time.time()
         self.setup()
-        state = self.load_resume()
-        stage = state["trainer"]["stage"] if state else None
-        self.stage1_done = bool(state and (state.get("stage1_done") or stage == "stage2"))
-        if state is not None and (self.stage1_done or stage == "stage2"):
-            from muva.engine.trainer import unwrap
-
-            unwrap(self.model).load_state_dict(state["trainer"]["model"])  # prompts learned in stage 1
         try:
-            if self.cfg.stage1.enabled and not self.stage1_done:
-                run_stage1(self, state if stage == "stage1" else None)
-            if self.cfg.stage2.enabled:
-                done = bool(state and stage == "stage2" and state["trainer"].get("finished"))
-                if not done:
-                    run_stage2(self, state if stage == "stage2" else None)
+            state = self.load_resume()
+            if self.dist.is_main:  # after the resume check: a refused resume leaves the run's config as it was
+                save_config(self.cfg, self.run_dir / "config.yaml")
+            stage = state["trainer"]["stage"] if state else None
+            self.stage1_done = bool(state and (state.get("stage1_done") or stage == "stage2"))
+            if state is not None and (self.stage1_done or stage == "stage2"):
+                from muva.engine.trainer import unwrap
+
+                self._load_weights(unwrap(self.model), state["trainer"]["model"])  # prompts learned in stage 1
+            with self.stop:
+                try:
+                    if self.cfg.stage1.enabled and not self.stage1_done:
+                        run_stage1(self, state if stage == "stage1" else None)
+                    if self.cfg.stage2.enabled:
+                        done = bool(state and stage == "stage2" and state["trainer"].get("finished"))
+                        if not done:
+                            run_stage2(self, state if stage == "stage2" else None)
+                except TrainingInterrupted as exc:
+                    raise RunInterrupted(
+                        f"{exc} ({self.stop.signal_name}); the state is saved in {self.run_dir / 'last.pt'}. "
+                        f"Resume with: muva train -c {self.run_dir / 'config.yaml'} --resume") from None
             results = self.finish()
         finally:
             self.logger.close()
         self.log(f"done in {time.time() - t0:.0f} s → {self.run_dir}")
         return results
+
+    def _load_weights(self, model, weights: dict) -> None:
+        from muva.engine.checkpoint import CheckpointError
+
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise CheckpointError(f"the checkpoint in {self.run_dir} does not fit the configured model "
+                                  f"({str(exc).splitlines()[0]}); resume with the run's own config "
+                                  f"(-c {self.run_dir / 'config.yaml'}) or start afresh with --overwrite") from None
 
     def finish(self) -> dict:
         """Final evaluation (reused from the last epoch when it just ran), weights and tables."""
@@ -230,9 +292,9 @@ class Experiment:
     _last_results = None
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, quiet: bool = False) -> dict:
+def train(cfg: ExperimentConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
     """Run one experiment (see :class:`Experiment`); returns ``{target: EvalResult}``."""
-    exp = Experiment(cfg, resume=resume, quiet=quiet or not sys.stdout.isatty())
+    exp = Experiment(cfg, resume=resume, quiet=quiet, overwrite=overwrite)
     try:
         return exp.run()
     finally:

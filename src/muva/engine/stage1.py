@@ -109,11 +109,12 @@ def run_stage1(exp, resume_state: dict | None = None) -> None:
     ckpt = CheckpointHook(exp.run_dir, lambda: exp.run_state(stage1_done=False), cfg.output.checkpoint_every, dist.is_main)
     trainer = Trainer(model, optimizer, step, batches, sampler, s1.epochs, scheduler=scheduler, amp=cfg.amp,
                       grad_clip=s1.optim.grad_clip, device=dist.device, name="stage1", is_main=dist.is_main,
-                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch, grad_hook=_sync_grads,
+                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch, stop=exp.stop, grad_hook=_sync_grads,
                       hooks=[LoggingHook(exp.logger, cfg.output.log_every, exp.show_progress), ckpt, *exp.extra_hooks])
     if resume_state is not None:
         trainer.load_state_dict(resume_state["trainer"])
-        exp.log(f"resumed stage 1 at epoch {trainer.epoch + 1}, iteration {trainer.iter_in_epoch}")
+        exp.log(f"resumed stage 1 at epoch {min(trainer.epoch + 1, s1.epochs)}/{s1.epochs}, "
+                f"iteration {trainer.iter_in_epoch}")
     trainer.train()
     exp.stage1_done = True
     ckpt.extra = lambda: exp.run_state(stage1_done=True)

@@ -122,17 +122,19 @@ def run_stage2(exp, resume_state: dict | None = None) -> None:
     if exp.targets:
         best = resume_state.get("best") if resume_state else None
         exp.eval_hook = EvalHook(lambda tr: exp.evaluate(stage="stage2", epoch=tr.epoch + 1), cfg.eval.every,
-                                 exp.record_eval, ckpt, cfg.eval.best_metric, exp.run_dir / "best.pt", best)
+                                 exp.record_eval, ckpt, cfg.eval.best_metric,
+                                 exp.run_dir / "best.pt" if cfg.eval.keep_best else None, best)
         hooks.append(exp.eval_hook)
     hooks.append(ckpt)
     hooks.extend(exp.extra_hooks)
     trainer = Trainer(train_model, optimizer, step, loader, sampler, s2.epochs, scheduler=scheduler, amp=cfg.amp,
                       grad_clip=s2.optim.grad_clip, device=dist.device, name="stage2", is_main=dist.is_main,
-                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch,
+                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch, stop=exp.stop,
                       extra_state={"losses": losses}, hooks=hooks)
     exp.trainer = trainer
     if resume_state is not None:
         trainer.load_state_dict(resume_state["trainer"])
-        exp.log(f"resumed stage 2 at epoch {trainer.epoch + 1}, iteration {trainer.iter_in_epoch}")
+        exp.log(f"resumed stage 2 at epoch {min(trainer.epoch + 1, s2.epochs)}/{s2.epochs}, "
+                f"iteration {trainer.iter_in_epoch}")
     trainer.train()
     exp.stage2_loss = trainer.last_losses

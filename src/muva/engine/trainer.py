@@ -22,12 +22,19 @@ import torch
 from torch import nn
 
 from muva.engine.checkpoint import rng_state, set_rng_state
+from muva.utils.errors import MuvaError, RunInterrupted
 
-__all__ = ["Hook", "Trainer", "TrainingDiverged", "unwrap"]
+__all__ = ["Hook", "Trainer", "TrainingDiverged", "TrainingInterrupted", "unwrap"]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(MuvaError, RuntimeError):
     """A loss became NaN/inf."""
+
+    exit_code = 1
+
+
+class TrainingInterrupted(RunInterrupted):
+    """The loop stopped at a step boundary because a stop was requested (its hooks saved the state)."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -48,6 +55,9 @@ class Hook:
 
     def after_train(self, trainer: "Trainer") -> None: ...
 
+    def on_interrupt(self, trainer: "Trainer") -> None:
+        """A stop was requested (Ctrl-C / SIGTERM); called at a step boundary before the loop stops."""
+
 
 class Trainer:
     """Runs ``max_epochs`` epochs of ``step_fn`` over ``loader``.
@@ -65,13 +75,16 @@ class Trainer:
         grad_hook: ``fn(trainer)`` called after backward, before clipping and the step.
         extra_state: ``{name: object with state_dict/load_state_dict}`` saved in checkpoints.
         name: stage name stored in checkpoints and logs.
+        stop: ``stop() -> bool``, checked before every step (e.g. a
+            :class:`muva.engine.runfolder.StopRequest`); when it turns true (on any rank) the
+            ``on_interrupt`` hooks run and :class:`TrainingInterrupted` is raised.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, step_fn: Callable, loader: Iterable,
                  sampler, max_epochs: int, *, scheduler=None, amp: str = "none", grad_clip: float = 0.0,
                  device: torch.device | str = "cpu", hooks: Iterable[Hook] = (), extra_state: Mapping[str, Any] | None = None,
                  name: str = "train", is_main: bool = True, world_size: int = 1, max_iters_per_epoch: int = 0,
-                 grad_hook: Callable | None = None):
+                 grad_hook: Callable | None = None, stop: Callable[[], bool] | None = None):
         self.model = model
         self.optimizer = optimizer
         self.step_fn = step_fn
@@ -88,6 +101,7 @@ class Trainer:
         self.world_size = world_size
         self.max_iters_per_epoch = int(max_iters_per_epoch)
         self.grad_hook = grad_hook
+        self.stop = stop
         self.notes: list[str] = []
         if amp not in ("none", "fp16", "bf16"):
             raise ValueError(f"amp must be none, fp16 or bf16, got {amp!r}")
@@ -136,6 +150,10 @@ class Trainer:
             for batch in self.loader:
                 if self.iter_in_epoch >= self.iters_per_epoch:
                     break
+                if self.stop_requested():
+                    self.call("on_interrupt")
+                    raise TrainingInterrupted(f"{self.name} stopped at epoch {self.epoch + 1}, "
+                                              f"iteration {self.iter_in_epoch}")
                 self.train_step(batch)
             self.call("after_epoch")
             self.epoch += 1
@@ -143,6 +161,15 @@ class Trainer:
             self.resumed_mid_epoch = False
         self.finished = True
         self.call("after_train")
+
+    def stop_requested(self) -> bool:
+        """True when a stop was requested here or, under DDP, on any rank (all ranks stop at the same step)."""
+        local = bool(self.stop()) if self.stop is not None else False
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            flag = torch.tensor([1.0 if local else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            return bool(flag.item() > 0)
+        return local
 
     def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         if self.scheduler is not None:

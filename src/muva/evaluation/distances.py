@@ -22,11 +22,12 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import numpy as np
+from muva.utils.errors import MuvaError
 
 METRICS = ("cosine", "euclidean")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(MuvaError, ValueError):
     """Inputs the evaluator cannot use (the message says what to change)."""
 
 

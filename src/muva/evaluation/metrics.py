@@ -1,7 +1,7 @@
 """Exact, memory-bounded re-ID metrics: CMC, mAP (community or official), mINP.
 
 The numbers are those of the community ("Market") protocol every toolbox copies
-(REFERENCE.md §1): rank the gallery by ascending distance, ties in the order of a
+(as Market-1501's and torchreid's evaluators): rank the gallery by ascending distance, ties in the order of a
 *stable* sort (lower gallery index first); drop, per query, the gallery items of the
 same identity *and* camera; skip (and count) queries left without a true match.
 
@@ -385,7 +385,7 @@ def evaluate(
     threads: int | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    """Evaluate a ranking with the community re-ID protocol (REFERENCE.md §1), exactly.
+    """Evaluate a ranking with the community re-ID protocol (as Market-1501's and torchreid's evaluators), exactly.
 
     Give either ``query_features`` and ``gallery_features`` (``metric="cosine"`` — 1 − cosine of
     L2-normalised features — or ``"euclidean"`` — squared Euclidean) or a precomputed

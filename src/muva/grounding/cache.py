@@ -29,12 +29,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from muva.grounding.boxes import PartBox
+from muva.utils.errors import MuvaError
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "unreadable")
 
 
-class GroundingCacheError(RuntimeError):
+class GroundingCacheError(MuvaError, RuntimeError):
     """A cache that is missing, incompatible with the request, or corrupt."""
 
 

@@ -49,11 +49,65 @@ def _size(text: str) -> tuple[int, int]:
         raise fail(f"--input-size must look like HxW (e.g. 256x128), not {text!r}")
 
 
+def _image_sets(datasets: List[str], root: Optional[Path], splits: List[str], option_pairs: Optional[List[str]], console) -> list:
+    """The images to ground of each dataset argument: a dataset (with its options) or a plain image folder.
+
+    A dataset whose layout is found but cannot serve in full (an empty split, names that
+    do not parse) is grounded with the images that were read, after a note; one with no
+    image at all in ``splits`` is an error, as is an empty folder.
+    """
+    from rich.markup import escape
+
+    from muva.cli import fail
+    from muva.data.datasets import DatasetError, UnusableDatasetError, dataset_options_for, open_dataset
+    from muva.grounding.run import SPLIT_NAMES, ImageSet, resolve_images
+
+    bad = [s for s in splits if s not in SPLIT_NAMES]
+    if bad or not splits:
+        raise fail(f"--splits: unknown split(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(SPLIT_NAMES)}")
+    try:
+        per_spec = dataset_options_for(datasets, option_pairs)
+    except DatasetError as exc:
+        raise fail(escape(str(exc)))
+    sets = []
+    for spec, opts in zip(datasets, per_spec):
+        path = Path(spec).expanduser()
+        try:
+            ds = open_dataset(str(path) if path.exists() else spec, root, **opts)
+        except UnusableDatasetError as exc:
+            ds = exc.dataset
+            if ds is None or not any(ds.split(s) for s in splits):
+                raise fail(escape(f"nothing to ground in {spec}: {exc}"))
+            console.print(f"[yellow]note:[/] {escape(str(exc))}; grounding the images that were read", highlight=False)
+        except DatasetError as exc:
+            if opts or not path.is_dir():
+                raise fail(escape(f"cannot read {spec!r} as a dataset or image folder: {exc}"))
+            try:  # not a dataset layout: a plain folder of images
+                images = resolve_images(spec, root, splits)
+            except (DatasetError, ValueError):
+                raise fail(escape(f"cannot read {spec!r} as a dataset or image folder: nothing to ground in {path}, it holds "
+                                  "no image file (give a dataset folder: Market-1501 or MARS layout, a synthetic domain; "
+                                  "or any folder of images)"))
+            if not images.paths:
+                raise fail(escape(f"nothing to ground in {path}: no image file under it"))
+            sets.append(images)
+            continue
+        paths = list(dict.fromkeys(str(Path(r.path).resolve()) for s in splits for r in ds.split(s)))
+        if not paths:
+            raise fail(escape(f"nothing to ground in {spec}: its split(s) {', '.join(splits)} hold no image"))
+        sets.append(ImageSet(ds.name, Path(ds.root).resolve(), paths))
+    return sets
+
+
 @ground_app.command("run")
 def run(
     datasets: List[str] = typer.Argument(..., help="Dataset folder(s) (Market layout, synthetic domain, image folder) or registered name(s) with --root."),
     expert: str = typer.Option("pose", "--expert", "-e", help="prior | pose | mllm | import."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root for registered dataset names (default $MUVA_DATA or ./data)."),
+    dataset_option: Optional[List[str]] = typer.Option(
+        None, "--dataset-option", "-O", metavar="KEY=VALUE",
+        help="Dataset option, repeatable (e.g. variant=labeled, split=3); DATASET.KEY=VALUE for one dataset only.",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cache file (one dataset only). Default: runs/grounding/<dataset>/<expert>.sqlite."),
     parts: str = typer.Option("head,upper_body,legs", "--parts", help="Comma-separated parts (head, upper_body, legs, shoes)."),
     splits: str = typer.Option("train,query,gallery", "--splits", help="Splits to ground (MUVA trains on train only)."),
@@ -77,10 +131,8 @@ def run(
     from rich.console import Console
 
     from muva.cli import fail
-    from muva.data import DatasetError
     from muva.grounding.cache import GroundingCacheError, default_cache_path, parse_shard, shard_path
     from muva.grounding.experts import EXPERTS, build_expert
-    from muva.grounding.run import resolve_images
 
     console = Console()
     part_names = _parts(parts)
@@ -100,10 +152,7 @@ def run(
         if masks is None:
             raise fail("the import expert needs the authors' mask pickle: --masks PATH.pkl")
         options.update(masks=masks, grid=_size(grid))
-    try:
-        sets = [resolve_images(d, root, [s.strip() for s in splits.split(",") if s.strip()]) for d in datasets]
-    except (DatasetError, ValueError) as exc:
-        raise fail(str(exc))
+    sets = _image_sets(datasets, root, [s.strip() for s in splits.split(",") if s.strip()], dataset_option, console)
     try:
         exp = build_expert(name, **options)
     except Exception as exc:  # model missing, package missing, bad pickle: say so plainly

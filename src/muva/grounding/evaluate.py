@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from muva.grounding.boxes import box_iou
+from muva.utils.errors import MuvaError
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(MuvaError, ValueError):
     """A ground-truth file that cannot be read."""
 
 

@@ -39,6 +39,10 @@ def extract(
     source: str = typer.Argument(..., help="A registered dataset name (with --root), a dataset folder (Market layout / synthetic domain), or any folder of images."),
     out: Path = typer.Option(..., "-o", "--out", help="Feature folder to write (resumed if it holds an unfinished run)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root for a registered dataset name (default $MUVA_DATA)."),
+    dataset_option: Optional[List[str]] = typer.Option(
+        None, "--dataset-option", "-O", metavar="KEY=VALUE",
+        help="Dataset option, repeatable (e.g. variant=labeled, split=3, train_split=train+val).",
+    ),
     splits: str = typer.Option("query,gallery", "--splits", help="Dataset splits to extract, comma-separated (train, query, gallery)."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per forward pass."),
     flip: bool = typer.Option(False, "--flip", help="Add the horizontally flipped image's features (test-time augmentation)."),
@@ -64,7 +68,10 @@ def extract(
     console = Console(stderr=True)
     split_list = [s.strip() for s in splits.split(",") if s.strip()]
     try:
-        rows, src = gather_rows(source, root=root, splits=split_list)
+        from muva.data.datasets import dataset_options_for
+
+        options = dataset_options_for([source], dataset_option)[0] if dataset_option else None
+        rows, src = gather_rows(source, root=root, splits=split_list, options=options)
         fx = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, flip=flip, backend=backend, num_workers=workers)
         console.print(f"{len(rows):,} images from {src.get('name') or src.get('path')} → {out} ({fx.dim}-d, {fx.backend}{', flip' if flip else ''})")
         summary = extract_to_folder(fx, rows, out, shard_size=shard_size, resume=not overwrite, source=src)

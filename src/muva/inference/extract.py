@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from muva.data.datasets.market1501 import parse_market_filename
 from muva.data.datasets.mars import parse_mars_filename
@@ -49,43 +49,40 @@ def folder_rows(folder: str | Path) -> list[dict]:
     return rows
 
 
-def _open_dataset(spec: str, root: str | Path | None):
-    """Open a dataset by name or path with muva.data (``open_dataset`` when available)."""
-    import muva.data as data
-
-    opener = getattr(data, "open_dataset", None)
-    if opener is not None:
-        return opener(spec, root)
-    if Path(spec).is_dir():
-        return data.load_dataset("market1501", spec)
-    return data.load_dataset(spec, root)
-
-
-def gather_rows(source: str, *, root: str | Path | None = None, splits: Sequence[str] = DEFAULT_SPLITS) -> tuple[list[dict], dict]:
+def gather_rows(source: str, *, root: str | Path | None = None, splits: Sequence[str] = DEFAULT_SPLITS,
+                options: Mapping[str, Any] | None = None) -> tuple[list[dict], dict]:
     """Rows to extract from ``source`` and a description of where they came from.
 
     A dataset contributes the records of ``splits``; a plain folder contributes every
-    image under it.  Raises :class:`DatasetError` when ``source`` is neither.
+    image under it.  ``options`` (dataset options, e.g. ``{"split": 3}``) mean ``source``
+    must be a dataset.  Raises :class:`DatasetError` when ``source`` is neither.
     """
+    from muva.data.datasets import open_dataset
+
     path = Path(source)
     if path.is_file():
         raise DatasetError(f"{source} is a file; pass a dataset name, a dataset folder or a folder of images")
-    try:
-        ds = _open_dataset(source, root)
-    except (DatasetError, KeyError) as exc:
-        if not path.is_dir():
-            raise DatasetError(f"{source!r} is neither a registered dataset nor a folder: {str(exc).strip(chr(34))}") from exc
-        rows = folder_rows(path)
-        if not rows:
-            raise DatasetError(f"no images found under {path}") from exc
-        return rows, {"kind": "folder", "path": str(path.resolve())}
-    rows = []
-    for split in splits:
-        for r in ds.split(split):
-            rows.append({"path": str(r.path), "pid": r.pid, "camid": r.camid, "split": split, "dataset": r.dataset or ds.name})
+    if options:
+        ds = open_dataset(source, root, **options)
+    else:
+        try:
+            ds = open_dataset(source, root)
+        except (DatasetError, KeyError) as exc:
+            if not path.is_dir():
+                raise DatasetError(f"{source!r} is neither a registered dataset nor a folder: "
+                                   f"{str(exc).strip(chr(34))}") from exc
+            rows = folder_rows(path)
+            if not rows:
+                raise DatasetError(f"no images found under {path}") from exc
+            return rows, {"kind": "folder", "path": str(path.resolve())}
+    rows = [{"path": str(r.path), "pid": r.pid, "camid": r.camid, "split": split, "dataset": r.dataset or ds.name}
+            for split in splits for r in ds.split(split)]
     if not rows:
         raise DatasetError(f"dataset {ds.name} has no images in split(s) {', '.join(splits)}")
-    return rows, {"kind": "dataset", "name": ds.name, "root": str(ds.root), "splits": list(splits)}
+    source_info = {"kind": "dataset", "name": ds.name, "root": str(ds.root), "splits": list(splits)}
+    if options:
+        source_info["dataset_options"] = dict(options)
+    return rows, source_info
 
 
 def extract_to_folder(

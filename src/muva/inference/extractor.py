@@ -38,11 +38,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from muva.inference.images import ImageFiles, Preprocess, collate_files, split_inputs
+from muva.utils.errors import MuvaError
 
 ONNX_SUFFIXES = (".onnx",)
 
 
-class InferenceError(RuntimeError):
+class InferenceError(MuvaError, RuntimeError):
     """A checkpoint or input that the extractor cannot use (with what to do about it)."""
 
 
@@ -121,8 +122,12 @@ def load_checkpoint(checkpoint, device: str = "cpu"):
     path = Path(checkpoint)
     if not path.exists():
         raise InferenceError(f"checkpoint {path} does not exist; pass the file written by training (save_model) or by `muva export`")
+    from muva.utils.errors import MuvaError
+
     try:
         return load_model(path, num_classes=None, device=device)
+    except MuvaError:  # ModelFileError & co. already name the file and the fix
+        raise
     except (OSError, RuntimeError, ValueError) as exc:
         raise InferenceError(f"cannot load {path}: {exc}") from exc
 

@@ -36,6 +36,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from muva.utils.io import atomic_write, atomic_write_text
+from muva.utils.errors import MuvaError
 
 FORMAT = "muva-features"
 VERSION = 1
@@ -45,7 +46,7 @@ FAILED = "failed.csv"
 COLUMNS = ("row", "path", "pid", "camid", "split", "dataset")
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(MuvaError, ValueError):
     """A feature file or folder that cannot be read (says what was expected)."""
 
 
@@ -173,7 +174,7 @@ class FeatureWriter:
         self._buf_feats: list[np.ndarray] = []
         manifest_path = self.dir / MANIFEST
         if resume and manifest_path.exists():
-            self._resume(json.loads(manifest_path.read_text()))
+            self._resume(_json_file(manifest_path))
         else:
             self._clear()
             self.manifest = {"format": FORMAT, "version": VERSION, "dim": self.dim, "dtype": "float32", "normalized": True,
@@ -280,29 +281,63 @@ class FeatureWriter:
 
 
 # ----------------------------------------------------------------------------- reading
+def _json_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FeatureFileError(f"{path} is unreadable ({str(exc)[:150]}): the manifest is truncated or corrupt. Copy the "
+                               "folder again, or extract afresh with `muva extract ... --overwrite`") from None
+    return data if isinstance(data, dict) else {}
+
+
 def read_manifest(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.exists():
         raise FeatureFileError(f"{folder} is not a feature folder (no {MANIFEST}); create one with `muva extract CHECKPOINT DATA -o {folder}`")
-    manifest = json.loads(path.read_text())
+    manifest = _json_file(path)
     if manifest.get("format") != FORMAT:
         raise FeatureFileError(f"{path} is not a muva feature manifest")
     return manifest
 
 
-def iter_feature_shards(folder: str | Path) -> Iterator[np.ndarray]:
-    """Yield the feature matrix of each shard in row order (bounded memory for big sets)."""
+def read_safetensors(path: str | Path, where: str = "") -> dict[str, np.ndarray]:
+    """The arrays of a ``.safetensors`` feature file; a missing, truncated or corrupt one is a :class:`FeatureFileError`."""
     from safetensors.numpy import load_file
 
+    path = Path(path)
+    fix = f"copy the folder again, or extract afresh with `muva extract ... -o {where} --overwrite`" if where else "copy it again"
+    if not path.is_file():
+        raise FeatureFileError(f"feature file {path} is missing{f' (listed in {where}/{MANIFEST})' if where else ''}; {fix}")
+    try:
+        return load_file(path)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+        from muva.models.io import safetensors_problem  # only now: it says what exactly is wrong
+
+        problem = safetensors_problem(path) or f"corrupt ({str(exc)[:200]})"
+        raise FeatureFileError(f"{path} is not a readable feature file: {problem}. It was probably cut short while "
+                               f"being copied or written; {fix}") from None
+
+
+def iter_feature_shards(folder: str | Path) -> Iterator[np.ndarray]:
+    """Yield the feature matrix of each shard in row order (bounded memory for big sets)."""
     folder = Path(folder)
     for s in read_manifest(folder)["shards"]:
-        yield load_file(folder / s["file"])["features"]
+        arrays = read_safetensors(folder / s["file"], where=str(folder))
+        feats = arrays.get("features")
+        if feats is None or feats.ndim != 2 or len(feats) != int(s["rows"]):
+            got = "no 'features' array" if feats is None else f"an array of shape {tuple(feats.shape)}"
+            raise FeatureFileError(f"{folder / s['file']} holds {got}, the manifest lists {s['rows']} rows; the folder "
+                                   f"is inconsistent: extract afresh with `muva extract ... -o {folder} --overwrite`")
+        yield feats
 
 
 def _read_rows(csv_path: Path) -> list[dict]:
-    with open(csv_path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with open(csv_path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise FeatureFileError(f"cannot read the feature metadata {csv_path} ({exc}); copy it again") from None
 
 
 def _from_rows(features: np.ndarray, rows: list[dict], meta: dict, source: Path) -> FeatureSet:
@@ -340,12 +375,15 @@ def load_features(path: str | Path, *, allow_incomplete: bool = False) -> Featur
     if not path.exists():
         raise FeatureFileError(f"feature file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        arrays = load_file(path)
+        arrays = read_safetensors(path)
     elif path.suffix == ".npz":
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
+        import zipfile
+
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise FeatureFileError(f"{path} is not a readable .npz file (truncated or corrupt: {str(exc)[:150]}); copy it again") from None
     else:
         raise FeatureFileError(f"{path}: expected a feature folder, a .safetensors or a .npz file")
     if "features" not in arrays:
@@ -365,4 +403,5 @@ __all__ = [
     "iter_feature_shards",
     "load_features",
     "read_manifest",
+    "read_safetensors",
 ]

@@ -46,6 +46,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from muva.utils.io import atomic_write_text
+from muva.utils.errors import MuvaError
 
 KINDS = ("flat", "ivf", "hnsw", "flat-sq8", "ivf-sq8", "hnsw-sq8")
 INDEX_FILE = "index.faiss"
@@ -53,7 +54,7 @@ GALLERY_FILE = "gallery.csv"
 INFO_FILE = "index.json"
 
 
-class SearchError(ValueError):
+class SearchError(MuvaError, ValueError):
     """An index or query that cannot be used (with what to do about it)."""
 
 

@@ -11,11 +11,14 @@ Weight sources (``ModelConfig.pretrained``):
 * ``none``: random initialisation.
 
 When weights cannot be had (offline, missing file), :class:`WeightsUnavailableError`
-names the file expected and the option to pass it.
+names the file expected and the option to pass it, within about a second: an offline
+setting or one short TCP connect (:func:`network_problem`) decides whether downloads can
+happen; when they cannot, only the local caches serve and the hub makes no request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -26,19 +29,16 @@ from typing import Any
 
 import torch
 
+from muva.config import ConfigError
 from muva.models.config import ModelConfig
+from muva.utils.errors import MuvaError
+from muva.utils.network import hub_offline, network_problem, offline_flag  # noqa: F401 - re-exported
 
 log = logging.getLogger("muva.models")
 
-__all__ = [
-    "WeightsUnavailableError",
-    "CheckpointMismatchError",
-    "LoadReport",
-    "resolve_clip_config",
-    "build_clip",
-    "read_clip_checkpoint",
-    "load_clip_weights",
-]
+__all__ = ["WeightsUnavailableError", "CheckpointMismatchError", "LoadReport", "resolve_clip_config", "build_clip",
+           "read_clip_checkpoint", "load_clip_weights", "network_problem", "offline_flag", "hub_offline",
+           "ensure_weights_obtainable"]
 
 # Entries of OpenAI's state dict that are metadata, not weights.
 _OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")
@@ -46,11 +46,11 @@ _OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")
 _TEXT_KEYS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(MuvaError, RuntimeError):
     """Pretrained CLIP weights could not be obtained (offline, missing or unreadable file)."""
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(MuvaError, RuntimeError):
     """A checkpoint whose tensors do not fit the configured backbone."""
 
 
@@ -74,30 +74,25 @@ def resolve_clip_config(cfg: ModelConfig, quick_gelu: bool) -> dict[str, Any]:
     base = open_clip.get_model_config(name)
     if base is None:
         vits = [m for m in open_clip.list_models() if m.startswith("ViT-")][:20]
-        raise ValueError(f"unknown backbone {cfg.backbone!r}; open_clip ViT backbones include: {', '.join(vits)}")
+        raise ConfigError(f"unknown backbone {cfg.backbone!r}; open_clip ViT backbones include: {', '.join(vits)}")
     mc = copy.deepcopy(base)
     vision, text = mc["vision_cfg"], mc["text_cfg"]
     if "timm_model_name" in vision or not vision.get("patch_size"):
-        raise ValueError(f"backbone {name!r} is not an open_clip VisionTransformer; use a ViT backbone (ViT-B-16, ViT-B-32, ViT-L-14)")
+        raise ConfigError(f"backbone {name!r} is not an open_clip VisionTransformer; use a ViT backbone (ViT-B-16, ViT-B-32, ViT-L-14)")
     if "hf_model_name" in text:
-        raise ValueError(f"backbone {name!r} uses a Hugging Face text tower, which muva does not support")
+        raise ConfigError(f"backbone {name!r} uses a Hugging Face text tower, which muva does not support")
     a = cfg.arch
     if a.embed_dim is not None:
         mc["embed_dim"] = a.embed_dim
     if a.vision_heads is not None:
         width = a.vision_width if a.vision_width is not None else vision["width"]
         if width % a.vision_heads:
-            raise ValueError(f"arch.vision_heads={a.vision_heads} does not divide the vision width {width}")
+            raise ConfigError(f"model.arch.vision_heads={a.vision_heads} does not divide the vision width {width}")
         vision["head_width"] = width // a.vision_heads
     for section, key, value in (
-        (vision, "image_size", a.image_size),
-        (vision, "patch_size", a.patch_size),
-        (vision, "width", a.vision_width),
-        (vision, "layers", a.vision_layers),
-        (text, "width", a.text_width),
-        (text, "layers", a.text_layers),
-        (text, "heads", a.text_heads),
-        (text, "context_length", a.context_length),
+        (vision, "image_size", a.image_size), (vision, "patch_size", a.patch_size), (vision, "width", a.vision_width),
+        (vision, "layers", a.vision_layers), (text, "width", a.text_width), (text, "layers", a.text_layers),
+        (text, "heads", a.text_heads), (text, "context_length", a.context_length),
     ):
         if value is not None:
             section[key] = value
@@ -115,6 +110,13 @@ def _new_clip(cfg: ModelConfig, quick_gelu: bool) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------- reading files
+def _unreadable(path: Path, why: str) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"cannot read {path} as a CLIP checkpoint: {why}. Expected an OpenAI TorchScript archive / state dict "
+        "(ViT-B-16.pt) or an open_clip checkpoint; if the file was copied, copy it again (compare its size with the original)."
+    )
+
+
 def read_clip_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """Read a CLIP checkpoint file of any supported format → (state dict in CLIP key names, format)."""
     path = Path(path).expanduser()
@@ -127,7 +129,15 @@ def read_clip_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        obj: Any = load_file(str(path), device="cpu")
+        from muva.models.io import weights_file_problem
+
+        problem = weights_file_problem(path)
+        if problem:
+            raise _unreadable(path, problem)
+        try:
+            obj: Any = load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+            raise _unreadable(path, f"corrupt ({str(exc)[:200]})") from exc
         fmt = "safetensors"
     else:
         try:
@@ -140,10 +150,10 @@ def read_clip_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str
             try:
                 obj = torch.load(str(path), map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001 - any unpickling problem becomes one message
-                raise WeightsUnavailableError(
-                    f"cannot read {path} as a CLIP checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-                    "Expected an OpenAI TorchScript archive / state dict (ViT-B-16.pt) or an open_clip checkpoint."
-                ) from exc
+                from muva.models.io import weights_file_problem
+
+                cause = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                raise _unreadable(path, f"{weights_file_problem(path) or 'unreadable'} ({cause})") from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
         fmt = "open_clip-checkpoint"
@@ -202,6 +212,73 @@ def load_clip_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
     return len(target)
 
 
+def _unobtainable(name: str, spec: str, problem: str, cache_dir: str | None) -> WeightsUnavailableError:
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from muva.models.io import hub_cache_dir, hub_files, url_cache_file
+
+    pc = get_pretrained_cfg(name, spec.lower()) or {}
+    looked, fixes = [], []
+    if pc.get("hf_hub"):
+        repo, names = hub_files(pc["hf_hub"])
+        looked.append(f"{repo} ({' or '.join(names)}) in the Hugging Face cache {cache_dir or hub_cache_dir()}")
+        fixes.append(f"on a machine with internet run `hf download {repo} {names[0]}` and copy its Hugging Face cache "
+                     "folder here (HF_HOME, or model.cache_dir)")
+    if pc.get("url"):
+        looked.append(f"{os.path.basename(pc['url'])} in {url_cache_file(pc, cache_dir).parent}")
+        fixes.append(f"download {pc['url']} and pass it with model.pretrained=/path/to/{os.path.basename(pc['url'])}")
+    else:
+        fixes.append(f"pass a local checkpoint with model.pretrained=/path/to/{name}.pt")
+    fixes.append("use model.pretrained=none for random initialisation (smoke tests only: accuracy far below the paper's)")
+    return WeightsUnavailableError(
+        f"the CLIP weights model.pretrained='{spec}' of {name} are not in the local cache and {problem}, so they "
+        f"cannot be downloaded. Looked for {' and '.join(looked)}. Fix: "
+        + "; or ".join(f"({i}) {fix}" for i, fix in enumerate(fixes, 1)) + "."
+    )
+
+
+def ensure_weights_obtainable(cfg: ModelConfig) -> tuple[str, Path | None]:
+    """Where ``cfg.pretrained``'s weights will come from; reads no tensor, fails fast when nowhere.
+
+    ``("none", None)``, ``("file", path)``, ``("download", None)`` (network usable), or, when it is
+    not, ``("hub-cache", path)`` / ``("url-cache", path)``.  Raises :class:`WeightsUnavailableError`
+    (neither local nor downloadable) or :class:`~muva.config.ConfigError` (tag with ``model.arch``).
+    """
+    if not cfg.uses_pretrained:
+        return "none", None
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from muva.models.io import cached_clip_file, uses_hub
+
+    name, spec = cfg.backbone_name, str(cfg.pretrained).strip()
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return "file", path
+    pc = get_pretrained_cfg(name, spec.lower())
+    if pc:
+        if not cfg.arch.is_empty():
+            raise ConfigError(f"model.arch overrides cannot be combined with the pretrained tag {spec!r}; use pretrained=none or a matching file")
+        problem = network_problem(None if uses_hub(pc) else pc.get("url") or None)
+        if problem is None:
+            return "download", None
+        found = cached_clip_file(name, spec.lower(), cfg.cache_dir)
+        if found is None:
+            raise _unobtainable(name, spec, problem, cfg.cache_dir)
+        return f"{found[0]}-cache", found[1]
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if os.sep in spec or spec.endswith((".pt", ".pth", ".bin", ".safetensors")):
+        raise WeightsUnavailableError(
+            f"pretrained weights file not found: {path}. Expected an OpenAI checkpoint such as {name}.pt "
+            f"({_expected_files(name, 'openai') if 'openai' in tags else 'OpenAI release'}) or an open_clip checkpoint; "
+            "pass it with model.pretrained=/path/to/file, or use model.pretrained=none."
+        )
+    raise WeightsUnavailableError(
+        f"model.pretrained={spec!r} is neither a file nor a pretrained tag of {name}. "
+        f"Tags: {', '.join(tags) or '(none)'}; or pass a local file path, or 'none'."
+    )
+
+
 # ----------------------------------------------------------------------------- entry point
 def _expected_files(name: str, tag: str) -> str:
     from open_clip.pretrained import get_pretrained_cfg
@@ -216,16 +293,12 @@ def _expected_files(name: str, tag: str) -> str:
     return " or ".join(where) or f"the {name} '{tag}' checkpoint"
 
 
-def _offline_hint() -> str:
-    flags = [f"{v}={os.environ[v]}" for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v)]
-    return f" ({', '.join(flags)} is set)" if flags else ""
-
-
 def build_clip(cfg: ModelConfig, *, load_weights: bool = True) -> tuple[torch.nn.Module, LoadReport]:
     """Create the open_clip ``CLIP`` model named by ``cfg.backbone`` with the configured weights.
 
     ``load_weights=False`` builds the architecture only (used when a muva checkpoint will
-    overwrite every tensor anyway).
+    overwrite every tensor anyway).  Weights that are neither local nor downloadable raise
+    :class:`WeightsUnavailableError` at once (see :func:`ensure_weights_obtainable`).
     """
     import open_clip
     from open_clip.pretrained import get_pretrained_cfg
@@ -237,38 +310,27 @@ def build_clip(cfg: ModelConfig, *, load_weights: bool = True) -> tuple[torch.nn
         qg = True if cfg.quick_gelu is None else cfg.quick_gelu
         return _new_clip(cfg, qg), LoadReport("none", "random", quick_gelu=qg)
 
-    tag_cfg = get_pretrained_cfg(name, spec.lower())
-    path = Path(spec).expanduser()
-    if tag_cfg and not path.is_file():
-        if not cfg.arch.is_empty():
-            raise ValueError(f"model.arch overrides cannot be combined with the pretrained tag {spec!r}; use pretrained=none or a matching file")
+    kind, path = ensure_weights_obtainable(cfg)
+    if kind in ("download", "hub-cache"):
+        tag_cfg = get_pretrained_cfg(name, spec.lower())
         qg = bool(tag_cfg.get("quick_gelu", False)) if cfg.quick_gelu is None else cfg.quick_gelu
         try:
-            model = open_clip.create_model(
-                name, pretrained=spec.lower(), precision="fp32", device="cpu", force_quick_gelu=qg, cache_dir=cfg.cache_dir
-            )
+            with hub_offline() if kind == "hub-cache" else contextlib.nullcontext():
+                model = open_clip.create_model(
+                    name, pretrained=spec.lower(), precision="fp32", device="cpu", force_quick_gelu=qg, cache_dir=cfg.cache_dir
+                )
         except Exception as exc:  # noqa: BLE001 - network/hub errors come in many types
             cause = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             raise WeightsUnavailableError(
-                f"could not obtain the pretrained CLIP weights '{spec}' for {name}: download failed{_offline_hint()} ({cause}). "
+                f"could not obtain the pretrained CLIP weights '{spec}' for {name}: "
+                f"{'reading the cached file' if path else 'download'} failed ({cause}). "
                 f"Expected file: {_expected_files(name, spec.lower())}. Download it on a machine with internet and pass it with "
                 f"model.pretrained=/path/to/{name}.pt, or use model.pretrained=none for random weights."
             ) from exc
         n = sum(1 for _ in model.state_dict())
-        return model.float(), LoadReport("tag", "open_clip-tag", quick_gelu=qg, num_tensors=n)
+        return model.float(), LoadReport("tag", "open_clip-tag", path=str(path) if path else None, quick_gelu=qg, num_tensors=n)
 
-    if not path.is_file():
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        if os.sep in spec or spec.endswith((".pt", ".pth", ".bin", ".safetensors")):
-            raise WeightsUnavailableError(
-                f"pretrained weights file not found: {path}. Expected an OpenAI checkpoint such as {name}.pt "
-                f"({_expected_files(name, 'openai') if 'openai' in tags else 'OpenAI release'}) or an open_clip checkpoint; "
-                "pass it with model.pretrained=/path/to/file, or use model.pretrained=none."
-            )
-        raise WeightsUnavailableError(
-            f"model.pretrained={spec!r} is neither a file nor a pretrained tag of {name}. "
-            f"Tags: {', '.join(tags) or '(none)'}; or pass a local file path, or 'none'."
-        )
+    assert path is not None  # "file" or "url-cache": a checkpoint file to read ourselves
     sd, fmt = read_clip_checkpoint(path)
     qg = cfg.quick_gelu if cfg.quick_gelu is not None else fmt.startswith("openai")
     model = _new_clip(cfg, qg)

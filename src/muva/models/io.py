@@ -7,12 +7,18 @@
 ``model.safetensors``.  Loading with ``num_classes=None`` (inference on another dataset)
 skips the identity-dependent tensors (``prompts.ctx``, ``classifier.fc.weight``) and
 says so; loading with the saved identity count restores everything.
+
+A truncated or corrupt file is a :class:`ModelFileError` naming the file and what is wrong
+(:func:`safetensors_problem` reads only the header and the size).  The module also checks
+CLIP weight files the same way (:func:`weights_file_problem`) and finds CLIP weights that
+open_clip already downloaded (:func:`cached_clip_file`), without reading any tensor.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -22,8 +28,10 @@ from muva.config import from_dict, to_dict
 from muva.models.config import LEGACY_MODEL_DEFAULTS, ModelConfig
 from muva.models.muva import IDENTITY_KEYS, MuvaModel, build_model
 from muva.utils.io import atomic_write, atomic_write_text
+from muva.utils.errors import MuvaError
 
-__all__ = ["save_model", "load_model", "model_paths", "ModelFileError", "FORMAT"]
+__all__ = ["save_model", "load_model", "model_paths", "read_model_meta", "ModelFileError", "FORMAT",
+           "safetensors_problem", "weights_file_problem", "cached_clip_file"]
 
 log = logging.getLogger("muva.models")
 
@@ -31,10 +39,126 @@ FORMAT = "muva-model"
 FORMAT_VERSION = 1
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(MuvaError, RuntimeError):
     """A model file that is missing, incomplete or not a muva model."""
 
 
+# ----------------------------------------------------------------------------- file checks
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why a ``.safetensors`` file cannot be read (truncated, header unreadable, size mismatch), or None.
+
+    Reads the 8-byte header length and the JSON header only, and compares the size the
+    header describes with the file's.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            raw = fh.read(n) if 0 <= n <= size - 8 else b""
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if n < 0:
+        return f"truncated: {size} byte(s), not even the 8-byte header length"
+    if n > size - 8:
+        return f"truncated or corrupt: the header length says {n:,} bytes follow, the file holds {size - 8:,}"
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "corrupt: the header is unreadable (not the JSON tensor table of a safetensors file)"
+    expected = 8 + n + max(ends, default=0)
+    if expected != size:
+        what = "truncated" if size < expected else "corrupt"
+        return f"{what}: size mismatch, the header describes {expected:,} bytes but the file has {size:,}"
+    return None
+
+
+def weights_file_problem(path: str | Path) -> str | None:
+    """Why a local weights file cannot be read, judged from its header only; None when it looks sound."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return "not found"
+    if path.suffix == ".safetensors":
+        return safetensors_problem(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if head[:2] == b"PK":  # torch.save / TorchScript archives are zip files with their directory at the end
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"truncated or corrupt: its zip directory is unreadable ({exc})"
+        return None if names else "an empty archive"
+    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
+        return None
+    return "not a checkpoint (neither a torch archive, a pickle nor a .safetensors file)"
+
+
+def _corrupt(path: Path, problem: str) -> ModelFileError:
+    return ModelFileError(
+        f"{path} is not a readable model file: {problem}. It was probably cut short while being copied or written: "
+        "copy it again (compare its size with the original), or re-export it from the run's checkpoint "
+        "(muva.models.save_model on the model of last.pt)."
+    )
+
+
+# ----------------------------------------------------------------------------- CLIP weights in the caches
+def hub_files(hub: str) -> tuple[str, list[str]]:
+    """(repo id, file names in open_clip's order of preference) of an open_clip ``hf_hub`` entry."""
+    repo, filename = os.path.split(hub)  # 'org/name/' names the default file
+    filename = filename or "open_clip_pytorch_model.bin"
+    names = [filename]
+    if filename.endswith((".bin", ".pth")):
+        stem = "open_clip_model" if filename == "open_clip_pytorch_model.bin" else os.path.splitext(filename)[0]
+        names.insert(0, stem + ".safetensors")
+    return repo, names
+
+
+def uses_hub(pc: dict) -> bool:
+    """Whether open_clip takes this pretrained config from the Hugging Face hub (else from its URL)."""
+    import importlib.util
+
+    return bool(pc.get("hf_hub")) and importlib.util.find_spec("huggingface_hub") is not None
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return str(HF_HUB_CACHE)
+
+
+def url_cache_file(pc: dict, cache_dir: str | None) -> Path:
+    """Where open_clip keeps a file it downloaded from a URL."""
+    return Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(pc["url"])
+
+
+def cached_clip_file(name: str, tag: str, cache_dir: str | None = None) -> tuple[str, Path] | None:
+    """The weights of an open_clip tag already on disk: ``("hub", path)`` in the Hugging Face cache,
+    ``("url", path)`` for the release file in open_clip's download folder, or None."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    pc = get_pretrained_cfg(name, tag) or {}
+    if uses_hub(pc):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, names = hub_files(pc["hf_hub"])
+        for filename in names:
+            found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+            if isinstance(found, str) and os.path.isfile(found):
+                return "hub", Path(found)
+    if pc.get("url") and url_cache_file(pc, cache_dir).is_file():
+        return "url", url_cache_file(pc, cache_dir)
+    return None
+
+
+# ----------------------------------------------------------------------------- muva model files
 def model_paths(path: str | Path) -> tuple[Path, Path]:
     """(weights ``.safetensors``, metadata ``.json``) for a file or directory ``path``."""
     path = Path(path)
@@ -83,9 +207,13 @@ def read_model_meta(path: str | Path) -> dict:
     weights, meta_path = model_paths(path)
     if not meta_path.is_file():
         raise ModelFileError(f"{meta_path} not found: a muva model is a .safetensors file with a .json beside it (written by save_model)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{meta_path} is not a muva model description (format={meta.get('format')!r})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _corrupt(meta_path, f"the JSON description is unreadable ({str(exc)[:120]})") from None
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt != FORMAT:
+        raise ModelFileError(f"{meta_path} is not a muva model description (format={fmt!r})")
     return meta
 
 
@@ -99,17 +227,25 @@ def load_model(path: str | Path, num_classes: int | None = None, device: str | t
     """
     from safetensors.torch import load_file
 
-    weights, _ = model_paths(path)
+    weights, meta_path = model_paths(path)
     meta = read_model_meta(path)
     if not weights.is_file():
         raise ModelFileError(f"{weights} not found (the weights that go with the .json)")
+    if not isinstance(meta.get("config"), dict):
+        raise _corrupt(meta_path, "the JSON description has no model config")
     saved_cfg = dict(meta["config"])
     # a file written before an option existed was built the old way: keep it that way
     saved_cfg.update({k: v for k, v in LEGACY_MODEL_DEFAULTS.items() if k not in saved_cfg})
     cfg = from_dict(ModelConfig, saved_cfg)
     saved_classes = int(meta.get("num_classes", 0))
+    problem = safetensors_problem(weights)
+    if problem:
+        raise _corrupt(weights, problem)
     model = build_model(cfg, num_classes=num_classes or 0, load_weights=False)
-    state = load_file(str(weights), device="cpu")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+        raise _corrupt(weights, f"corrupt ({str(exc)[:200]})") from None
     skip = [k for k in IDENTITY_KEYS if k in state and (num_classes is None or num_classes != saved_classes)]
     if skip:
         why = "inference only" if num_classes is None else f"{num_classes} identities requested, {saved_classes} saved"

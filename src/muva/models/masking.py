@@ -1,7 +1,7 @@
 """Adaptively masked self-attention (AM-MSA): mask predictors and the additive attention mask.
 
 Token order is ``[CLS, part_1 … part_R, patch_1 … patch_L]`` (N = 1 + R + L).  The rules
-(MUVA.md), with ``G[r, l]`` = "patch l belongs to part r":
+(the MUVA paper), with ``G[r, l]`` = "patch l belongs to part r":
 
 * CLS attends to every token and every token attends to CLS;
 * part token r attends to itself (not to other part tokens) and to the patches with

@@ -12,11 +12,12 @@ folder, a MARS-layout folder or a synthetic domain written by ``muva synth``
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
 
-from muva.data.records import DatasetError, ReIDDataset
+from muva.data.records import DatasetError, ReIDDataset, UnusableDatasetError
 from muva.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -30,7 +31,7 @@ from muva.data.datasets import small_targets  # noqa: E402,F401
 from muva.data.datasets import mars  # noqa: E402,F401
 from muva.data.datasets import custom  # noqa: E402,F401
 
-# Datasets with an official layout (everything but ``custom``), in the order of REFERENCE.md §2.
+# Datasets with an official layout (everything but ``custom``).
 STANDARD_DATASETS = (
     "market1501", "dukemtmcreid", "msmt17", "cuhk03np", "cuhk02", "cuhksysu",
     "viper", "prid2011", "grid", "ilids", "mars",
@@ -45,13 +46,30 @@ def data_root(root: str | Path | None = None) -> Path:
     return Path(env).expanduser() if env else Path("data")
 
 
+def unknown_dataset_error(name: str, suffix: str = "") -> DatasetError:
+    """The error for a name that is no registered dataset: close names (each once) and every name."""
+    names = DATASETS.names()
+    alias_of = {a: n for n in names for a in DATASETS.aliases_of(n)}
+    key = str(name).strip().lower().replace("_", "-")
+    close = difflib.get_close_matches(key, names + sorted(alias_of), n=8, cutoff=0.5)
+    suggestions = list(dict.fromkeys(alias_of.get(c, c) for c in close))[:3]
+    hint = f" Did you mean {', '.join(map(repr, suggestions))}?" if suggestions else ""
+    return DatasetError(f"unknown dataset {name!r}{suffix}.{hint} Registered: {', '.join(names)}.")
+
+
 def load_dataset(name: str, root: str | Path | None = None, **options) -> ReIDDataset:
     """Parse a registered dataset by name (``DATASETS.names()`` lists them).
 
-    Unknown options are an error naming the options the parser accepts.
+    Unknown options are an error naming the options the parser accepts.  A dataset that
+    is found but has an empty split (or a split where no file name parses) is an
+    :class:`~muva.data.records.UnusableDatasetError` naming the split.
     """
     import inspect
 
+    from muva.data.datasets.usable import require_usable
+
+    if name not in DATASETS:
+        raise unknown_dataset_error(name)
     parser = DATASETS.get(name)
     if options:
         params = inspect.signature(parser).parameters
@@ -62,7 +80,7 @@ def load_dataset(name: str, root: str | Path | None = None, **options) -> ReIDDa
                 f"dataset {DATASETS.canonical(name)!r} has no option {', '.join(map(repr, unknown))}; "
                 f"accepted: {', '.join(accepted) or 'none'}"
             )
-    return parser(data_root(root), **options)
+    return require_usable(parser(data_root(root), **options))
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -100,7 +118,13 @@ def open_path(path: str | Path, name: str | None = None) -> ReIDDataset:
         if (folder / "parts.jsonl").is_file():
             info["parts_jsonl"] = str(folder / "parts.jsonl")
     if (folder / "bbox_train").is_dir() and (folder / "bbox_test").is_dir():
-        ds = DATASETS.get("mars")(folder)
+        try:
+            ds = DATASETS.get("mars")(folder)
+        except UnusableDatasetError as exc:  # name it as the folder, as a parsed one would be
+            if exc.dataset is not None:
+                exc.dataset.name = name or folder.name
+                exc.dataset.info.update(info)
+            raise
         ds.name = name or folder.name
         ds.info.update(info)
         return ds
@@ -133,19 +157,21 @@ def open_dataset(spec: str | Path | ReIDDataset, root: str | Path | None = None,
         return load_dataset(spec, root, **options)
     if _looks_like_path(spec):
         return open_path(spec, **options)
-    try:
-        DATASETS.canonical(spec)
-    except KeyError as exc:  # names close matches and every dataset
-        raise DatasetError(f"{exc.args[0]} (or give a path to a dataset folder)") from None
-    raise AssertionError("unreachable")  # pragma: no cover
+    raise unknown_dataset_error(spec, " (and no folder of that name exists; give a registered name or a dataset folder)")
 
+
+from muva.data.datasets.options import dataset_options_for, parse_dataset_options  # noqa: E402
 
 __all__ = [
     "DATASETS",
     "STANDARD_DATASETS",
     "DatasetError",
+    "UnusableDatasetError",
     "data_root",
+    "dataset_options_for",
     "load_dataset",
     "open_dataset",
     "open_path",
+    "parse_dataset_options",
+    "unknown_dataset_error",
 ]

@@ -60,4 +60,8 @@ def cuhksysu(root: Path) -> ReIDDataset:
     info = {"all_in_train": True, "cameras": "one pseudo-camera per scene"}
     if skipped:
         info["skipped"] = skipped
-    return ReIDDataset("cuhksysu", folder, train=train, info=info)
+    from muva.data.datasets.usable import require_usable
+
+    return require_usable(ReIDDataset("cuhksysu", folder, train=train, info=info), ("train",),
+                          folders={"train": folder / "cropped_images"}, unparsed={"train": skipped},
+                          naming="CUHK-SYSU crop names p<identity>_s<scene>_…, e.g. p11422_s16929_1.jpg")

@@ -41,8 +41,41 @@ def nestings(*names: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _is_file_entry(entry: str) -> bool:
+    """Required entries with a suffix (``list_train.txt``, ``*.mat``) are files, the others folders."""
+    return "." in Path(entry).name
+
+
 def _fmt_required(required: Sequence[str]) -> str:
-    return ", ".join(r if "." in Path(r).name else r + "/" for r in required)
+    return ", ".join(r if _is_file_entry(r) else r + "/" for r in required)
+
+
+def _wrong_kind(cand: Path, required: Sequence[str]) -> list[Path]:
+    """Entries of ``cand`` that exist but are a file where a folder is expected (or the reverse)."""
+    out = []
+    for r in required:
+        p = cand / r
+        if p.exists() and (p.is_dir() if _is_file_entry(r) else not p.is_dir()):
+            out.append(p)
+    return out
+
+
+def missing_root_message(root: str | Path) -> str:
+    """``data root ./data does not exist (/abs/data); set --root DIR or $MUVA_DATA``, with where the root came from."""
+    root = Path(root)
+    shown = str(root)
+    if not root.is_absolute() and not shown.startswith((".", "~")):
+        shown = f".{os.sep}{shown}"
+    resolved = root.expanduser().absolute()
+    env = os.environ.get("MUVA_DATA")
+    if env and Path(env).expanduser() == root:
+        origin = "from $MUVA_DATA"
+    elif root == Path("data") and not env:
+        origin = "the default when neither --root nor $MUVA_DATA is set"
+    else:
+        origin = "given as --root"
+    where = f"{resolved}, {origin}" if str(resolved) != shown else origin
+    return f"data root {shown} does not exist ({where}); set --root DIR or $MUVA_DATA to the folder that holds the datasets"
 
 
 def _fmt_nestings(nestings: Sequence[str], limit: int = 6) -> str:
@@ -61,17 +94,29 @@ def locate(root: Path, label: str, required: Sequence[str], nestings: Sequence[s
     """
     root = Path(root)
     if not root.exists():
-        raise DatasetError(
-            f"{label}: the data root {root} does not exist; pass --root (or set MUVA_DATA) to the folder "
-            f"that holds {_fmt_required(required)} or one of {_fmt_nestings(nestings)}."
-        )
+        where = f" or one of {_fmt_nestings(nestings)}" if any(nestings) else ""
+        raise DatasetError(f"{label}: {missing_root_message(root)}; {label} is looked for there as {_fmt_required(required)}{where}.")
+    if not root.is_dir():
+        raise DatasetError(f"{label}: {root} is a file; expected the folder that holds {_fmt_required(required)}.")
     tried: list[Path] = []
+    wrong: list[Path] = []
     for nest in nestings:
         candidates = sorted(root.glob(nest)) if "*" in nest else [root / nest if nest else root]
         for cand in candidates:
             tried.append(cand)
             if cand.is_dir() and all((cand / r).exists() for r in required):
-                return cand
+                bad = _wrong_kind(cand, required)
+                if not bad:
+                    return cand
+                wrong = wrong or bad
+    if wrong:
+        p = wrong[0]
+        kind = "a folder" if p.is_dir() else "a file"
+        expected = "a file" if p.is_dir() else "a folder (of images or sub-folders)"
+        raise DatasetError(
+            f"{label}: {p} is {kind}, but {expected} is expected there; "
+            f"the dataset folder {p.parent} must hold {_fmt_required(required)}."
+        )
     # Not found: report the closest candidate (the one with most of the required entries).
     existing = [t for t in dict.fromkeys(tried) if t.is_dir()]
     best = max(existing, key=lambda c: sum((c / r).exists() for r in required), default=root)
@@ -99,6 +144,9 @@ def image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     Non-recursive by default: stray sub-folders inside a split folder are not read.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise DatasetError(f"expected a folder of images at {folder}, but it {what}")
     out: list[Path] = []
     stack = [folder]
     while stack:

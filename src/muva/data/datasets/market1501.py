@@ -62,20 +62,25 @@ def parse_market_folder(
 
 
 def read_market_layout(folder: Path, name: str, info: dict | None = None) -> ReIDDataset:
-    """Parse a folder that directly holds the three Market-style split folders."""
+    """Parse a folder that directly holds the three Market-style split folders.
+
+    Raises :class:`~muva.data.records.UnusableDatasetError` (carrying what was read) when
+    a split is empty or none of its file names parses.
+    """
+    from muva.data.datasets.usable import MARKET_NAMING, require_usable
+
     folder = Path(folder)
-    skipped: list[str] = []
-    ds = ReIDDataset(
-        name=name,
-        root=folder,
-        train=parse_market_folder(folder / MARKET_FOLDERS["train"], name, keep_distractors=False, skipped=skipped),
-        query=parse_market_folder(folder / MARKET_FOLDERS["query"], name, skipped=skipped),
-        gallery=parse_market_folder(folder / MARKET_FOLDERS["gallery"], name, skipped=skipped),
-        info=dict(info or {}),
-    )
+    folders = {split: folder / sub for split, sub in MARKET_FOLDERS.items()}
+    unparsed: dict[str, list[str]] = {split: [] for split in MARKET_FOLDERS}
+    records = {
+        split: parse_market_folder(folders[split], name, keep_distractors=split != "train", skipped=unparsed[split])
+        for split in MARKET_FOLDERS
+    }
+    ds = ReIDDataset(name=name, root=folder, **records, info=dict(info or {}))
+    skipped = [p for split in MARKET_FOLDERS for p in unparsed[split]]
     if skipped:
         ds.info["skipped"] = skipped
-    return ds
+    return require_usable(ds, tuple(MARKET_FOLDERS), folders=folders, unparsed=unparsed, naming=MARKET_NAMING)
 
 
 MARKET_NAMES = ("Market-1501-v15.09.15", "market1501", "Market-1501", "market", "Market1501")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from muva.data.datasets import DATASETS
 from muva.data.datasets.layout import image_files, locate, nestings
-from muva.data.records import JUNK_PID, DatasetError, ImageRecord, ReIDDataset
+from muva.data.records import JUNK_PID, DatasetError, ImageRecord, ReIDDataset, SplitProblem, UnusableDatasetError
 
 _MARS_NAME = re.compile(r"^(-?\d+|00-1)C(\d)T(\d+)F(\d+)", re.IGNORECASE)
 MARS_NESTINGS = nestings("MARS", "mars", "MARS-v160809", "Mars")
@@ -98,15 +98,16 @@ def mars(root: Path, use_info: bool | None = None) -> ReIDDataset:
     if use_info and not has_info:
         raise DatasetError(f"MARS: use_info=True but the official info files ({', '.join(INFO_FILES)}) are not in {folder / 'info'}")
     ds = ReIDDataset("mars", folder)
+    unparsed: dict[str, list[str]] = {"train": [], "test": []}
     if has_info and use_info is not False:
         train, test, qidx = _read_info(info_dir, folder)
         ds.info.update(query_mode="official query_IDX, middle frame per query tracklet", info_dir=str(info_dir))
     else:
-        skipped: list[str] = []
-        train = [(k[0], k[1], [p for _, p in v]) for k, v in _scan(folder / "bbox_train", skipped).items()]
-        test = [(k[0], k[1], [p for _, p in v]) for k, v in _scan(folder / "bbox_test", skipped).items()]
+        train = [(k[0], k[1], [p for _, p in v]) for k, v in _scan(folder / "bbox_train", unparsed["train"]).items()]
+        test = [(k[0], k[1], [p for _, p in v]) for k, v in _scan(folder / "bbox_test", unparsed["test"]).items()]
         qidx = {i for i, (pid, _, _) in enumerate(test) if pid > 0}
         ds.info.update(query_mode="no info/ files: middle frame of every test tracklet")
+        skipped = unparsed["train"] + unparsed["test"]
         if skipped:
             ds.info["skipped"] = skipped
     trackid = 0
@@ -121,4 +122,16 @@ def mars(root: Path, use_info: bool | None = None) -> ReIDDataset:
                 (ds.query if j == q else ds.gallery).append(ImageRecord(str(p), pid, cam, "mars", trackid))
         trackid += 1
     ds.info["num_tracklets"] = trackid
+    from muva.data.datasets.usable import split_problems
+
+    folders = {"train": folder / "bbox_train", "query": folder / "bbox_test", "gallery": folder / "bbox_test"}
+    problems = split_problems(ds, folders=folders, recursive=True,
+                              naming="MARS names PPPPCcTttttFfff, e.g. 0003C4T0003F012.jpg, in PPPP/ sub-folders",
+                              unparsed={"train": unparsed["train"], "query": unparsed["test"], "gallery": unparsed["test"]})
+    if ds.query and not ds.gallery:  # the test frames exist, but each query tracklet had a single frame
+        problems = [p for p in problems if p.split != "gallery"] + [SplitProblem(
+            "gallery", "empty", f"mars: the gallery split is empty: each query tracklet in {folder / 'bbox_test'}/ has a single "
+            "frame (its query image) and there is no other test frame")]
+    if problems:
+        raise UnusableDatasetError(problems, dataset=ds)
     return ds

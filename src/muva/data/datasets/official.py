@@ -1,4 +1,4 @@
-"""Official statistics of the standard datasets (REFERENCE.md §2), for ``muva data check``.
+"""Official statistics of the standard datasets (as published with each dataset), for ``muva data check``.
 
 Each split maps to ``(identities, images, cameras)``; ``None`` where the reference gives
 no number (the check shows "—" and does not compare).  Distractor identity 0 counts as

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from muva.data.datasets import DATASETS
 from muva.data.datasets.layout import image_files, locate, nestings
-from muva.data.records import DISTRACTOR_PID, DatasetError, ImageRecord, ReIDDataset
+from muva.data.records import DISTRACTOR_PID, DatasetError, ImageRecord, ReIDDataset, SplitProblem, UnusableDatasetError
 
 
-def _split_entry(dataset: str, label: str, split: int, split_file, num_persons: int) -> tuple[dict, int]:
+def _split_entry(dataset: str, label: str, split: int, split_file, num_persons: int) -> tuple[dict, int, list[str]]:
+    """The split's entry, the number of splits, and the problems of an incomplete copy (none if complete)."""
     # imported here so that ``python -m muva.data.splits`` does not import itself twice
     from muva.data.splits import load_splits
 
@@ -26,12 +27,20 @@ def _split_entry(dataset: str, label: str, split: int, split_file, num_persons: 
     n = len(doc["splits"])
     if not 0 <= int(split) < n:
         raise DatasetError(f"{label}: split {split} does not exist; choose 0..{n - 1}")
+    problems = []
     if doc.get("num_persons") not in (None, num_persons):
-        raise DatasetError(
+        problems.append(
             f"{label}: the split file indexes {doc['num_persons']} persons but {num_persons} were found; "
-            "the dataset copy is incomplete or not the official release (run `muva data check`)"
+            f"the dataset copy is incomplete or not the official release (compare: muva data check {dataset})"
         )
-    return doc["splits"][int(split)], n
+    return doc["splits"][int(split)], n, problems
+
+
+def _complete(ds: ReIDDataset, problems: list[str]) -> ReIDDataset:
+    """``ds``, or an :class:`UnusableDatasetError` (status ``incomplete``) carrying it."""
+    if problems:
+        raise UnusableDatasetError([SplitProblem(None, "incomplete", "; ".join(problems))], dataset=ds)
+    return ds
 
 
 def _info(split: int, num_splits: int, **extra) -> dict:
@@ -52,16 +61,19 @@ def viper(root: Path, split: int = 0, split_file: str | Path | None = None) -> R
         for p in image_files(folder / cam):
             by_key.setdefault(p.name.split("_")[0], p)
         cams.append(by_key)
+    problems = []
     if set(cams[0]) == set(cams[1]):
         keys = sorted(cams[0])
         pairs = [(cams[0][k], cams[1][k]) for k in keys]
     elif len(cams[0]) == len(cams[1]):  # names do not share prefixes: pair in sorted order
         pairs = list(zip(sorted(cams[0].values()), sorted(cams[1].values())))
-    else:
-        raise DatasetError(
+    else:  # keep the persons seen by both cameras, and say the copy is incomplete
+        pairs = [(cams[0][k], cams[1][k]) for k in sorted(set(cams[0]) & set(cams[1]))]
+        problems.append(
             f"VIPeR: cam_a holds {len(cams[0])} persons and cam_b {len(cams[1])}; each person needs one image per camera"
         )
-    entry, n = _split_entry("viper", "VIPeR", split, split_file, len(pairs))
+    entry, n, incomplete = _split_entry("viper", "VIPeR", split, split_file, len(pairs))
+    problems += incomplete
     test = set(entry["test"])
     ds = ReIDDataset("viper", folder, info=_info(split, n))
     for idx, (a, b) in enumerate(pairs):
@@ -72,7 +84,7 @@ def viper(root: Path, split: int = 0, split_file: str | Path | None = None) -> R
             ds.gallery.append(rb)
         else:
             ds.train += [ra, rb]
-    return ds
+    return _complete(ds, problems)
 
 
 # ----------------------------------------------------------------------------- PRID2011
@@ -106,7 +118,7 @@ def prid2011(root: Path, split: int = 0, split_file: str | Path | None = None) -
     # Only persons 1-200 appear in both cameras; numbers above 200 name different,
     # single-camera persons in cam_a and cam_b (cam_b's serve as gallery distractors).
     shared = sorted(p for p in set(cam_a) & set(cam_b) if p <= PRID_SHARED)
-    entry, n = _split_entry("prid2011", "PRID2011", split, split_file, len(shared))
+    entry, n, problems = _split_entry("prid2011", "PRID2011", split, split_file, len(shared))
     test, train = set(entry["test"]), set(entry["train"])
     ds = ReIDDataset("prid2011", folder, info=_info(split, n))
     for pid in sorted(cam_a):
@@ -120,7 +132,7 @@ def prid2011(root: Path, split: int = 0, split_file: str | Path | None = None) -
             ds.train.append(rec)
         elif pid in test or pid > PRID_SHARED:  # test persons + persons seen only by cam_b
             ds.gallery.append(rec)
-    return ds
+    return _complete(ds, problems)
 
 
 # ----------------------------------------------------------------------------- GRID
@@ -192,7 +204,7 @@ def ilids(root: Path, split: int = 0, split_file: str | Path | None = None) -> R
         if p.name[:4].isdigit():
             groups[int(p.name[:4])].append(p)
     pids = sorted(groups)
-    entry, n = _split_entry("ilids", "QMUL-iLIDS", split, split_file, len(pids))
+    entry, n, problems = _split_entry("ilids", "QMUL-iLIDS", split, split_file, len(pids))
     test = set(entry["test"])
     picks = entry.get("picks", {})
     ds = ReIDDataset("ilids", folder, info=_info(split, n))
@@ -200,6 +212,8 @@ def ilids(root: Path, split: int = 0, split_file: str | Path | None = None) -> R
         images = sorted(groups[pid])
         if idx in test:
             if len(images) < 2:
+                if problems:  # an incomplete copy: persons shifted position; report it, do not stop here
+                    continue
                 raise DatasetError(f"QMUL-iLIDS: test person {pid:04d} has {len(images)} image(s); two are needed")
             from muva.data.splits import pick_pair
 
@@ -209,4 +223,4 @@ def ilids(root: Path, split: int = 0, split_file: str | Path | None = None) -> R
             ds.gallery.append(ImageRecord(str(images[gi]), pid, 1, "ilids"))
         else:
             ds.train += [ImageRecord(str(p), pid, i, "ilids") for i, p in enumerate(images)]
-    return ds
+    return _complete(ds, problems)

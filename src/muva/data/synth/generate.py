@@ -34,6 +34,7 @@ from muva.data.synth.config import SynthConfig
 from muva.data.synth.pipeline import DomainRenderer, Job
 from muva.data.synth.styles import DomainStyle, make_domain_style
 from muva.utils.io import atomic_write_text
+from muva.utils.errors import MuvaError
 
 SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 FORMAT = "muva-synth"
@@ -41,7 +42,7 @@ VERSION = 1
 _FILENAME = re.compile(r"^(\d{4,})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
 
 
-class SynthError(RuntimeError):
+class SynthError(MuvaError, RuntimeError):
     """The output folder cannot be (re)generated as asked."""
 
 

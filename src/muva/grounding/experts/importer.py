@@ -30,9 +30,10 @@ import numpy as np
 from muva.data.parts import DEFAULT_PARTS
 from muva.grounding.boxes import PartBox
 from muva.grounding.experts.base import GroundingExpert
+from muva.utils.errors import MuvaError
 
 
-class MaskImportError(ValueError):
+class MaskImportError(MuvaError, ValueError):
     """A mask pickle that cannot be read or does not fit the parts / grid."""
 
 

@@ -19,16 +19,26 @@ Prompts (``prompt=``):
 Answer format (``answer_format=``): ``auto`` picks from the model type (Qwen2.5-VL →
 ``qwen2.5``; Qwen2-VL / Qwen3-VL / InternVL → ``rel1000``; else ``cogvlm``) and falls
 back to the other formats when the first finds no box.
+
+Offline: a Hugging Face id is looked up in the local cache first when downloads cannot
+happen (``MUVA_OFFLINE`` / ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` set, or the hub
+does not accept a TCP connection within a second or two); absent there, :class:`MLLMError`
+says so at once instead of the hub retrying every file for minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Sequence
 
 from muva.data.parts import DEFAULT_PARTS, PART_PHRASES
 from muva.grounding.boxes import Proposal, ValidationRules
 from muva.grounding.experts.base import GroundingExpert
 from muva.grounding.parsers import FORMATS, parse_answer
+from muva.utils.errors import MuvaError
+from muva.utils.network import hub_offline, network_problem  # noqa: F401 - network_problem is part of this module's API
 
 MODEL_IDS = {"7b": "Qwen/Qwen2.5-VL-7B-Instruct", "3b": "Qwen/Qwen2.5-VL-3B-Instruct"}
 PROMPTS = {
@@ -40,8 +50,24 @@ _UNION_PARTS = {"legs", "shoes"}
 _FORMAT_BY_MODEL_TYPE = {"qwen2_5_vl": "qwen2.5", "qwen2_vl": "rel1000", "qwen3_vl": "rel1000", "qwen3_vl_moe": "rel1000", "internvl": "rel1000"}
 
 
-class MLLMError(RuntimeError):
+class MLLMError(MuvaError, RuntimeError):
     """The vision-language model cannot be loaded or run."""
+
+
+def _in_hub_cache(model_id: str) -> bool:
+    """Whether the Hugging Face cache holds this model (its config.json; the weights are checked on loading)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+    found = try_to_load_from_cache(model_id, "config.json")
+    return isinstance(found, str) and os.path.isfile(found)
+
+
+def _fix(model_id: str) -> str:
+    return (f"Fix: download it on a machine with internet (`hf download {model_id}`) and copy its Hugging Face cache "
+            "folder here (HF_HOME); or pass a local copy with --model /path/to/folder; or use an expert that needs no "
+            "model download: -e pose or -e prior.")
 
 
 def question(part: str, prompt: str = "qwen") -> str:
@@ -139,6 +165,19 @@ class MLLMExpert(GroundingExpert):
             from muva.grounding.experts.mllm_tiny import build_tiny_qwen25vl
 
             return build_tiny_qwen25vl()
+        local = Path(self.model_id).expanduser()
+        if local.exists() or self.model_id.startswith(("/", "./", "../", "~")) or self.model_id.count("/") > 1:
+            if not (local / "config.json").is_file():
+                raise MLLMError(f"--model {self.model_id}: no model folder there (expected a folder holding config.json "
+                                "and the weights, as `hf download` or save_pretrained writes it)")
+            local_files_only = True
+        elif not local_files_only:
+            problem = network_problem()
+            if problem:
+                if not _in_hub_cache(self.model_id):
+                    raise MLLMError(f"the vision-language model {self.model_id} is not in the local Hugging Face cache "
+                                    f"and {problem}, so it cannot be downloaded. {_fix(self.model_id)}")
+                local_files_only = True  # in the cache: read it from there without asking the hub
         try:
             from transformers import AutoModelForImageTextToText, AutoProcessor
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -148,12 +187,13 @@ class MLLMExpert(GroundingExpert):
         else:
             torch_dtype = getattr(torch, dtype)
         try:
-            processor = AutoProcessor.from_pretrained(self.model_id, local_files_only=local_files_only)
-            model = AutoModelForImageTextToText.from_pretrained(self.model_id, dtype=torch_dtype, local_files_only=local_files_only)
-        except (OSError, ValueError) as exc:
+            with hub_offline() if local_files_only else contextlib.nullcontext():
+                processor = AutoProcessor.from_pretrained(self.model_id, local_files_only=local_files_only)
+                model = AutoModelForImageTextToText.from_pretrained(self.model_id, dtype=torch_dtype, local_files_only=local_files_only)
+        except Exception as exc:  # noqa: BLE001 - hub, file and config errors come in many types
             raise MLLMError(
-                f"cannot load {self.model_id!r} ({type(exc).__name__}: {str(exc)[:300]}). Download it first "
-                f"(huggingface-cli download {self.model_id}) or pass --model LOCAL_FOLDER; use --size 3b for a smaller GPU."
+                f"cannot load {self.model_id!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}). "
+                f"{_fix(self.model_id)} Use --size 3b for a smaller GPU."
             ) from exc
         return model, processor
 

@@ -29,6 +29,7 @@ import numpy as np
 from muva.data.parts import DEFAULT_PARTS
 from muva.grounding.boxes import Proposal, ValidationRules
 from muva.grounding.experts.base import GroundingExpert
+from muva.utils.errors import MuvaError
 
 MEDIAPIPE_VERSION = "0.10.21"
 MODEL_MEMBER = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
@@ -49,7 +50,7 @@ ANKLES = [L_ANKLE, R_ANKLE]
 FEET = [L_HEEL, R_HEEL, L_TOE, R_TOE]
 
 
-class PoseModelError(RuntimeError):
+class PoseModelError(MuvaError, RuntimeError):
     """The pose model file cannot be found or fetched."""
 
 

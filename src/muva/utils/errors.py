@@ -1,0 +1,36 @@
+"""The one exception family of muva.
+
+Every error a user can cause (a wrong path, a dataset layout that does not parse, a corrupt
+model file, a missing grounding cache, weights that cannot be obtained offline, ...) is a
+:class:`MuvaError`.  Each concern keeps its own subclass beside its code (``DatasetError``
+in ``muva.data``, ``ModelFileError`` in ``muva.models``, ...), and the command line turns any
+of them into one red ``error:`` line and a non-zero exit code, once, at its edge
+(:func:`muva.cli.main`) — a traceback shown to a user is a bug.
+
+Subclasses keep a built-in base (``ValueError``, ``RuntimeError``, ``FileNotFoundError``)
+where library callers may already catch that.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MuvaError", "RunInterrupted", "EXIT_USAGE", "EXIT_FAILURE", "EXIT_INTERRUPTED"]
+
+EXIT_FAILURE = 1  # the work ran and failed (e.g. a numeric check did not hold)
+EXIT_USAGE = 2  # bad input: config, paths, data, model files
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM (after saving what can be resumed)
+
+
+class MuvaError(Exception):
+    """Base of every user-facing muva error; ``str(exc)`` is the whole message shown."""
+
+    exit_code: int = EXIT_USAGE
+
+    def __str__(self) -> str:  # KeyError-style quoting never reaches users
+        text = super().__str__()
+        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "'" and isinstance(self, KeyError) else text
+
+
+class RunInterrupted(MuvaError):
+    """A long job stopped by SIGINT/SIGTERM after saving its state; the message says how to resume."""
+
+    exit_code = EXIT_INTERRUPTED
