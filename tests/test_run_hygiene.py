@@ -107,7 +107,8 @@ def test_resume_with_a_changed_config_names_the_keys(tiny_data, tmp_path):
     assert ok.returncode == 0, ok.stderr  # the run's own config (and a harmless change) resumes
 
 
-def test_ctrl_c_in_a_terminal_run_exits_130_with_the_resume_command(tiny_data, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_exits_130_with_the_resume_command(tiny_data, tmp_path, sig):
     run_dir = tmp_path / "run"
     over = tiny_overrides(tiny_data, run_dir, "stage1.epochs=1", "stage2.epochs=8", "eval.every=0", "output.log_every=1")
     proc = subprocess.Popen([sys.executable, "-m", "muva", "train", "-c", str(TINY), *over], stdout=subprocess.PIPE,
@@ -118,10 +119,10 @@ def test_ctrl_c_in_a_terminal_run_exits_130_with_the_resume_command(tiny_data, t
         if metrics.is_file() and '"stage": "stage2"' in metrics.read_text():
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and f"({sig.name})" in err
     assert f"Resume with: muva train -c {run_dir / 'config.yaml'} --resume" in _flat(err)
     r = muva("train", "-c", str(run_dir / "config.yaml"), "--resume")
     assert r.returncode == 0, r.stderr
