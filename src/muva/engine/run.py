@@ -72,8 +72,7 @@ class Experiment:
         self.stage1_loss: dict[str, float] = {}
         self.stage2_loss: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
-        self.eval_hook = None
-        self.trainer = None
+        self.stage2_result = None  # StageResult of stage 2 when it ran in this process
         self.final_results: dict = {}
 
     # ------------------------------------------------------------------ utilities
@@ -91,19 +90,20 @@ class Experiment:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=torch.float16 if self.cfg.amp == "fp16" else torch.bfloat16)
 
-    def set_trainable(self, stage: str) -> None:
-        """Stage 1: only the prompt tokens; stage 2: image side (as built: conv1 stays frozen), heads."""
-        groups = self.model.parameter_groups()
-        train_names = {"stage1": ("prompts",), "stage2": ("mask_predictor", "visual", "heads")}[stage]
-        for name, params in groups.items():
-            for p in params:
-                p.requires_grad_(name in train_names and self._initial_grad[id(p)])
-
     def run_state(self, stage1_done: bool) -> dict[str, Any]:
-        """Run-level entries stored in every checkpoint."""
+        """Run-level entries stored in every checkpoint (stage 2 adds its best score)."""
         return {"config": to_dict(self.cfg), "num_classes": self.train.num_classes, "num_cams": self.train.num_cams,
-                "stage1_done": stage1_done, "history": self.history,
-                "best": self.eval_hook.best if self.eval_hook is not None else None}
+                "stage1_done": stage1_done, "history": self.history, "best": None}
+
+    def stage_inputs(self):
+        """The read-only inputs both stages get (:class:`muva.engine.stage_inputs.StageInputs`)."""
+        from muva.engine.stage_inputs import StageInputs
+
+        return StageInputs(cfg=self.cfg, model=self.model, train=self.train, masks=self.masks, train_ds=self.train_ds,
+                           plain_ds=self.plain_ds, dist=self.dist, logger=self.logger, run_dir=self.run_dir,
+                           autocast=self.autocast, show_progress=self.show_progress, stop=self.stop,
+                           checkpoint_extra=self.run_state, initial_grad=self._initial_grad,
+                           hooks=tuple(self.extra_hooks))
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -239,14 +239,23 @@ class Experiment:
                 from muva.engine.trainer import unwrap
 
                 self._load_weights(unwrap(self.model), state["trainer"]["model"])  # prompts learned in stage 1
+            inputs = self.stage_inputs()
             with self.stop:
                 try:
                     if self.cfg.stage1.enabled and not self.stage1_done:
-                        run_stage1(self, state if stage == "stage1" else None)
+                        self.stage1_loss = run_stage1(inputs, state if stage == "stage1" else None).losses
+                        self.stage1_done = True
                     if self.cfg.stage2.enabled:
                         done = bool(state and stage == "stage2" and state["trainer"].get("finished"))
                         if not done:
-                            run_stage2(self, state if stage == "stage2" else None)
+                            plan = None
+                            if self.targets:
+                                from muva.engine.stage_inputs import EvalPlan
+
+                                plan = EvalPlan(lambda tr: self.evaluate(stage="stage2", epoch=tr.epoch + 1),
+                                                self.record_eval)
+                            self.stage2_result = run_stage2(inputs, plan, state if stage == "stage2" else None)
+                            self.stage2_loss = self.stage2_result.losses
                 except TrainingInterrupted as exc:
                     raise RunInterrupted(
                         f"{exc} ({self.stop.signal_name}); the state is saved in {self.run_dir / 'last.pt'}. "
@@ -273,7 +282,7 @@ class Experiment:
 
         results = {}
         if self.targets:
-            last = self.eval_hook is not None and self.trainer is not None and self.trainer.finished and self.history
+            last = self.stage2_result is not None and self.stage2_result.finished and self.history
             if last and self.history[-1].get("epoch") == self.cfg.stage2.epochs and self._last_results is not None:
                 results = self._last_results
             else:

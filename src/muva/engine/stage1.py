@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from muva.engine.schedulers import scheduler_from_config
+from muva.engine.stage_inputs import StageInputs, StageResult, set_trainable
 
 __all__ = ["run_stage1", "identity_centroids"]
 
@@ -67,8 +68,8 @@ def _sync_grads(trainer) -> None:
                 p.grad.div_(world)
 
 
-def run_stage1(exp, resume_state: dict | None = None) -> None:
-    """Run (or resume) stage 1 of :class:`muva.engine.run.Experiment` ``exp``."""
+def run_stage1(inp: StageInputs, resume_state: dict | None = None) -> StageResult:
+    """Run (or resume) stage 1 on ``inp``; returns its last losses."""
     from muva.data.samplers import RandomIdentitySampler
     from muva.engine.data import eval_loader
     from muva.engine.features import extract_dataset, pseudo_mask_features
@@ -78,18 +79,18 @@ def run_stage1(exp, resume_state: dict | None = None) -> None:
     from muva.engine.trainer import Trainer
     from muva.losses import PromptCentroidLoss, SupConLoss
 
-    cfg, s1, model, dist = exp.cfg, exp.cfg.stage1, exp.model, exp.dist
-    labels = torch.as_tensor(exp.train.labels, dtype=torch.long)
+    cfg, s1, model, dist = inp.cfg, inp.cfg.stage1, inp.model, inp.dist
+    labels = torch.as_tensor(inp.train.labels, dtype=torch.long)
     n = len(labels)
-    exp.log(f"[bold]stage 1[/] prompt learning: {exp.train.num_classes} identities, {n} images, {s1.epochs} epochs")
-    loader = eval_loader(exp.plain_ds, cfg.data.eval_batch_size, cfg.data.num_workers, dist.world_size, dist.rank,
+    inp.log(f"[bold]stage 1[/] prompt learning: {inp.train.num_classes} identities, {n} images, {s1.epochs} epochs")
+    loader = eval_loader(inp.plain_ds, cfg.data.eval_batch_size, cfg.data.num_workers, dist.world_size, dist.rank,
                          dist.device.type)
-    fn = pseudo_mask_features if (s1.use_pseudo_masks and exp.masks is not None) else _proj_features
-    feats = extract_dataset(model, loader, n, fn, dist.device, exp.autocast, "stage 1 features", exp.show_progress)
-    centroids = identity_centroids(feats, labels, exp.train.num_classes, s1.normalize_before_mean).to(dist.device)
+    fn = pseudo_mask_features if (s1.use_pseudo_masks and inp.masks is not None) else _proj_features
+    feats = extract_dataset(model, loader, n, fn, dist.device, inp.autocast, "stage 1 features", inp.show_progress)
+    centroids = identity_centroids(feats, labels, inp.train.num_classes, s1.normalize_before_mean).to(dist.device)
     feats_dev = feats.to(dist.device)
 
-    exp.set_trainable("stage1")
+    set_trainable(model, "stage1", inp.initial_grad)
     optimizer = build_optimizer(model.named_parameters(), s1.optim)
     scheduler = scheduler_from_config(optimizer, s1.schedule, s1.epochs)
     sampler = RandomIdentitySampler(labels.tolist(), s1.batch_size, s1.num_instances, cfg.seed + 1,
@@ -106,20 +107,20 @@ def run_stage1(exp, resume_state: dict | None = None) -> None:
             return {"prompt": prompt_loss(text, centroids, pids)}
         return {"supcon": supcon(feats_dev[batch["index"]], text, pids)}
 
-    ckpt = CheckpointHook(exp.run_dir, lambda: exp.run_state(stage1_done=False), cfg.output.checkpoint_every, dist.is_main)
+    ckpt = CheckpointHook(inp.run_dir, lambda: inp.checkpoint_extra(False), cfg.output.checkpoint_every, dist.is_main)
     trainer = Trainer(model, optimizer, step, batches, sampler, s1.epochs, scheduler=scheduler, amp=cfg.amp,
                       grad_clip=s1.optim.grad_clip, device=dist.device, name="stage1", is_main=dist.is_main,
-                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch, stop=exp.stop, grad_hook=_sync_grads,
-                      hooks=[LoggingHook(exp.logger, cfg.output.log_every, exp.show_progress), ckpt, *exp.extra_hooks])
+                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch, stop=inp.stop,
+                      grad_hook=_sync_grads,
+                      hooks=[LoggingHook(inp.logger, cfg.output.log_every, inp.show_progress), ckpt, *inp.hooks])
     if resume_state is not None:
         trainer.load_state_dict(resume_state["trainer"])
-        exp.log(f"resumed stage 1 at epoch {min(trainer.epoch + 1, s1.epochs)}/{s1.epochs}, "
+        inp.log(f"resumed stage 1 at epoch {min(trainer.epoch + 1, s1.epochs)}/{s1.epochs}, "
                 f"iteration {trainer.iter_in_epoch}")
     trainer.train()
-    exp.stage1_done = True
-    ckpt.extra = lambda: exp.run_state(stage1_done=True)
+    ckpt.extra = lambda: inp.checkpoint_extra(True)  # stage 1 done: a resume goes on with stage 2
     ckpt.save(trainer)
-    exp.stage1_loss = trainer.last_losses
+    return StageResult(losses=dict(trainer.last_losses), finished=True)
 
 
 def _proj_features(model, batch):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from muva.engine.schedulers import scheduler_from_config
+from muva.engine.stage_inputs import EvalPlan, StageInputs, StageResult, set_trainable
 
 __all__ = ["run_stage2", "Stage2Losses"]
 
@@ -62,8 +63,9 @@ class Stage2Losses(torch.nn.Module):
         return terms
 
 
-def run_stage2(exp, resume_state: dict | None = None) -> None:
-    """Run (or resume) stage 2 of :class:`muva.engine.run.Experiment` ``exp``."""
+def run_stage2(inp: StageInputs, evaluation: EvalPlan | None = None, resume_state: dict | None = None) -> StageResult:
+    """Run (or resume) stage 2 on ``inp``; ``evaluation`` (when there are targets) runs every
+    ``eval.every`` epochs and after the last.  Returns the last losses and the best score."""
     from muva.data.samplers import RandomIdentitySampler
     from muva.engine.data import eval_loader, train_loader
     from muva.engine.features import extract_dataset, test_features
@@ -72,19 +74,19 @@ def run_stage2(exp, resume_state: dict | None = None) -> None:
     from muva.engine.optim import build_optimizer
     from muva.engine.trainer import Trainer
 
-    cfg, s2, model, dist = exp.cfg, exp.cfg.stage2, exp.model, exp.dist
-    labels = exp.train.labels
+    cfg, s2, model, dist = inp.cfg, inp.cfg.stage2, inp.model, inp.dist
+    labels = inp.train.labels
     n = len(labels)
-    exp.log(f"[bold]stage 2[/] image encoder: {exp.train.num_classes} identities, {n} images, {s2.epochs} epochs")
+    inp.log(f"[bold]stage 2[/] image encoder: {inp.train.num_classes} identities, {n} images, {s2.epochs} epochs")
     has_parts = model.num_parts > 0
-    if s2.weights.mask and has_parts and exp.masks is None:
+    if s2.weights.mask and has_parts and inp.masks is None:
         raise ValueError("stage2.weights.mask > 0 needs pseudo masks (grounding caches) for the sources")
     text = None
     if s2.weights.i2t:
         model.eval()
         text = model.text_features(progress=False).detach().float()
-    exp.set_trainable("stage2")
-    losses = Stage2Losses(s2, exp.train.num_classes, model.feature_dim, text, has_parts,
+    set_trainable(model, "stage2", inp.initial_grad)
+    losses = Stage2Losses(s2, inp.train.num_classes, model.feature_dim, text, has_parts,
                           model.cfg.mask_temperature).to(dist.device)
 
     train_model = model
@@ -98,7 +100,7 @@ def run_stage2(exp, resume_state: dict | None = None) -> None:
     scheduler = scheduler_from_config(optimizer, s2.schedule, s2.epochs)
     sampler = RandomIdentitySampler(labels, cfg.data.batch_size, cfg.data.num_instances, cfg.seed,
                                     dist.world_size, dist.rank)
-    loader = train_loader(exp.train_ds, sampler, sampler.local_batch_size, cfg.data.num_workers, dist.device.type)
+    loader = train_loader(inp.train_ds, sampler, sampler.local_batch_size, cfg.data.num_workers, dist.device.type)
     sie = bool(model.cfg.sie)
 
     def step(trainer, batch):
@@ -110,31 +112,35 @@ def run_stage2(exp, resume_state: dict | None = None) -> None:
     def rebuild_memory(trainer):
         if not s2.weights.imp or trainer.resumed_mid_epoch:
             return
-        plain = eval_loader(exp.plain_ds, cfg.data.eval_batch_size, cfg.data.num_workers, dist.world_size, dist.rank,
+        plain = eval_loader(inp.plain_ds, cfg.data.eval_batch_size, cfg.data.num_workers, dist.world_size, dist.rank,
                             dist.device.type)
-        fn = test_features(use_pseudo_masks=s2.memory_masks == "pseudo" and exp.masks is not None)
-        feats = extract_dataset(model, plain, n, fn, dist.device, exp.autocast,
-                                f"memory (epoch {trainer.epoch + 1})", exp.show_progress and n > 2000)
+        fn = test_features(use_pseudo_masks=s2.memory_masks == "pseudo" and inp.masks is not None)
+        feats = extract_dataset(model, plain, n, fn, dist.device, inp.autocast,
+                                f"memory (epoch {trainer.epoch + 1})", inp.show_progress and n > 2000)
         losses.memory.rebuild(feats.to(dist.device), labels_t.to(dist.device))
 
-    ckpt = CheckpointHook(exp.run_dir, lambda: exp.run_state(stage1_done=True), cfg.output.checkpoint_every, dist.is_main)
-    hooks = [CallbackHook(before_epoch=rebuild_memory), LoggingHook(exp.logger, cfg.output.log_every, exp.show_progress)]
-    if exp.targets:
-        best = resume_state.get("best") if resume_state else None
-        exp.eval_hook = EvalHook(lambda tr: exp.evaluate(stage="stage2", epoch=tr.epoch + 1), cfg.eval.every,
-                                 exp.record_eval, ckpt, cfg.eval.best_metric,
-                                 exp.run_dir / "best.pt" if cfg.eval.keep_best else None, best)
-        hooks.append(exp.eval_hook)
+    eval_hook = None
+
+    def checkpoint_extra():
+        return {**inp.checkpoint_extra(True), "best": eval_hook.best if eval_hook is not None else None}
+
+    ckpt = CheckpointHook(inp.run_dir, checkpoint_extra, cfg.output.checkpoint_every, dist.is_main)
+    hooks = [CallbackHook(before_epoch=rebuild_memory), LoggingHook(inp.logger, cfg.output.log_every, inp.show_progress)]
+    if evaluation is not None:
+        best = resume_state.get("best") if resume_state else evaluation.best
+        eval_hook = EvalHook(evaluation.evaluate, cfg.eval.every, evaluation.on_result, ckpt, cfg.eval.best_metric,
+                             inp.run_dir / "best.pt" if cfg.eval.keep_best else None, best)
+        hooks.append(eval_hook)
     hooks.append(ckpt)
-    hooks.extend(exp.extra_hooks)
+    hooks.extend(inp.hooks)
     trainer = Trainer(train_model, optimizer, step, loader, sampler, s2.epochs, scheduler=scheduler, amp=cfg.amp,
                       grad_clip=s2.optim.grad_clip, device=dist.device, name="stage2", is_main=dist.is_main,
-                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch, stop=exp.stop,
+                      world_size=dist.world_size, max_iters_per_epoch=cfg.max_iters_per_epoch, stop=inp.stop,
                       extra_state={"losses": losses}, hooks=hooks)
-    exp.trainer = trainer
     if resume_state is not None:
         trainer.load_state_dict(resume_state["trainer"])
-        exp.log(f"resumed stage 2 at epoch {min(trainer.epoch + 1, s2.epochs)}/{s2.epochs}, "
+        inp.log(f"resumed stage 2 at epoch {min(trainer.epoch + 1, s2.epochs)}/{s2.epochs}, "
                 f"iteration {trainer.iter_in_epoch}")
     trainer.train()
-    exp.stage2_loss = trainer.last_losses
+    return StageResult(losses=dict(trainer.last_losses), finished=trainer.finished,
+                       best=eval_hook.best if eval_hook is not None else None)
