@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def configs():
-    from muva.engine.demo import DEMO_CONFIG
+    from muva.viz.demo import DEMO_CONFIG
     from muva.config import from_dict
     from muva.models import ModelConfig, tiny_config
 

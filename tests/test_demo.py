@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_configs_demo_yaml_matches_the_built_in_config():
-    from muva.engine.demo import DEMO_CONFIG
+    from muva.viz.demo import DEMO_CONFIG
 
     assert yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()) == DEMO_CONFIG
 
@@ -23,7 +23,7 @@ def test_configs_demo_yaml_matches_the_built_in_config():
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_tiny_data(tmp_path):
     from muva.data.synth import SynthConfig, generate
-    from muva.engine.demo import run_demo
+    from muva.viz.demo import run_demo
 
     generate(SynthConfig(num_domains=3, ids_per_domain=8, test_ids_per_domain=6, images_per_id=4,
                          distractors_per_domain=2, width=64, height=128), tmp_path / "data", progress=False,

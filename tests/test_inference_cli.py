@@ -110,7 +110,7 @@ def test_extract_resume_search_round_trip(setup):
     got = json.loads((res_dir / "results.json").read_text())
     assert got["rows"][0]["average"]["mAP"] == pytest.approx(want.mAP)
     assert got["rows"][0]["average"]["rank1"] == pytest.approx(float(want.cmc[0]))
-    import muva.inference.features as features_module
+    import muva.utils.featurefiles as features_module  # the reader evaluate-features uses
 
     reads = []
     real_load = features_module.load_features

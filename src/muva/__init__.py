@@ -13,7 +13,7 @@ are imported only by the modules that need them.  Public entry points:
 * the ``muva`` command line (``muva --help``).
 """
 
-__version__ = "0.1.0"
+from muva._version import __version__
 
 __all__ = ["__version__", "FeatureExtractor"]
 

@@ -13,7 +13,8 @@ import sys
 
 import typer
 
-from muva import __version__
+from muva._version import __version__
+from muva.utils.console import fail, is_secondary_rank as _is_secondary_rank  # noqa: F401 - fail: re-exported
 
 # Command modules, in the order their commands appear in ``muva --help``.
 COMMAND_MODULES = [
@@ -57,26 +58,6 @@ def _root(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
-
-
-def fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print an error in red to stderr and return the Exit to raise."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    if not _is_secondary_rank():  # under torchrun the message is printed once, by rank 0
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code)
-
-
-def _is_secondary_rank() -> bool:
-    """Under torchrun only rank 0 speaks: the other ranks exit with the same code, silently."""
-    import os
-
-    try:
-        return int(os.environ.get("RANK", "0") or 0) > 0
-    except ValueError:
-        return False
 
 
 def report_error(exc: BaseException) -> int:

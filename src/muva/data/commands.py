@@ -27,8 +27,8 @@ def _dataset_options(specs: List[str], pairs: Optional[List[str]]) -> list[dict]
     """Each spec's options from the ``--dataset-option`` flags; a bad flag is a one-line error."""
     from rich.markup import escape
 
-    from muva.cli import fail
     from muva.data.datasets import DatasetError, dataset_options_for
+    from muva.utils.console import fail
 
     try:
         return dataset_options_for(specs, pairs)
@@ -51,8 +51,8 @@ def summary(
     from rich.console import Console
     from rich.markup import escape
 
-    from muva.cli import fail
     from muva.data.datasets import DatasetError, UnusableDatasetError, load_dataset, open_dataset
+    from muva.utils.console import fail
 
     opts = _dataset_options([name or spec], dataset_option)[0]
     console = Console()
@@ -201,9 +201,9 @@ def protocol_list(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.cli import fail
     from muva.data import DatasetError
     from muva.data.protocols import PROTOCOLS, get_protocol
+    from muva.utils.console import fail
 
     try:
         protocols = [get_protocol(name)] if name else [PROTOCOLS.get(n) for n in PROTOCOLS.names()]

@@ -22,7 +22,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from muva.engine.config import TransformConfig
+from muva.data.transform_config import TransformConfig
 
 __all__ = ["TransformConfig", "ReIDTransform", "flip_masks", "build_transforms"]
 

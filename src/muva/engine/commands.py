@@ -14,9 +14,9 @@ TRAIN_HELP = "key.sub=value overrides of the config (e.g. stage2.epochs=10 data.
 
 
 def _load(config: Optional[Path], overrides: List[str]):
-    from muva.cli import fail
     from muva.config import ConfigError
     from muva.engine.config import load_experiment
+    from muva.utils.console import fail
 
     try:
         return load_experiment(config, overrides or [])
@@ -41,7 +41,7 @@ def train_cmd(
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see docs/training.md ("shared CPUs")
     if resume and overwrite:
-        from muva.cli import fail
+        from muva.utils.console import fail
 
         raise fail("--resume and --overwrite exclude each other: continue the run, or replace it")
     cfg = _load(config, overrides)
@@ -79,8 +79,8 @@ def eval_cmd(
     """
     from rich.console import Console
 
-    from muva.cli import fail
     from muva.engine.evaluate import evaluate_checkpoint, resolve_eval_config
+    from muva.utils.console import fail
 
     if checkpoint is not None and model is not None and "=" in str(model):  # MODEL slot took an override
         overrides, model = [str(model), *(overrides or [])], None
@@ -117,11 +117,11 @@ def demo_cmd(
 ) -> None:
     """The quick start: synthetic domains → grounding → train MUVA and the global baseline → evaluate on an
     unseen domain → runs/demo/report.html.  CPU only, no downloads, a few minutes on 2 cores."""
-    from muva.cli import fail
     from muva.config import ConfigError
+    from muva.utils.console import fail
 
     try:
-        from muva.engine.demo import run_demo
+        from muva.viz.demo import run_demo
 
         run_demo(out, config, overrides or [])
     except ConfigError as exc:
@@ -143,7 +143,7 @@ def protocol_run_cmd(
     """
     from rich.markup import escape
 
-    from muva.cli import fail
+    from muva.utils.console import fail
     from muva.utils.errors import MuvaError, RunInterrupted
 
     try:

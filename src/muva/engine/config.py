@@ -11,21 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from muva.data.transform_config import TransformConfig  # re-exported: the config tree's data.transforms
 from muva.models.config import ModelConfig
 
 __all__ = ["TransformConfig", "DataConfig", "ScheduleConfig", "OptimConfig", "LossWeights", "Stage1Config", "Stage2Config",
            "EvalConfig", "OutputConfig", "ExperimentConfig", "load_experiment"]
-
-
-@dataclass
-class TransformConfig:
-    """Training augmentation options (``data.transforms``); see :mod:`muva.data.transforms`."""
-
-    flip_p: float = 0.5
-    pad: int = 0  # 10 for the CLIP-ReID baseline (with random crop)
-    random_crop: bool = False
-    erasing_p: float = 0.0  # 0.5 for the CLIP-ReID baseline
-    interpolation: str = "bicubic"
 
 
 @dataclass

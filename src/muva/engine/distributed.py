@@ -3,7 +3,8 @@
 ``torchrun --nproc_per_node N -m muva train -c CONFIG`` sets ``RANK``/``WORLD_SIZE``/
 ``LOCAL_RANK``/``MASTER_ADDR``; :func:`init_distributed` then joins the process group with
 NCCL on GPU and gloo on CPU.  Without those variables everything runs single-process and
-the helpers below degrade to no-ops.
+the helpers below degrade to no-ops.  The collectives (gathers, barrier, broadcast) live in
+:mod:`muva.utils.distributed`, so that lower layers (the losses) can use them; they are re-exported here.
 
 ``muva train --nproc-per-node N`` starts the N processes itself with torchrun's launcher
 (:func:`launch`); an error is then printed once, by rank 0, without the launcher's own
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from muva.utils.distributed import all_gather_tensor, barrier, broadcast_object, gather_by_index, is_distributed
 from muva.utils.errors import MuvaError
 
 __all__ = ["DistInfo", "DeviceError", "init_distributed", "cleanup", "all_gather_tensor", "gather_by_index", "barrier",
@@ -44,10 +46,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
@@ -79,45 +77,6 @@ def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
-def all_gather_tensor(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` (same shape on every rank except dim 0) from all ranks, rank order."""
-    if not is_distributed():
-        return x
-    world = dist.get_world_size()
-    n = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    sizes = [int(s) for s in sizes]
-    biggest = max(sizes)
-    padded = x.new_zeros((biggest, *x.shape[1:]))
-    padded[: x.shape[0]] = x
-    out = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(out, padded.contiguous())
-    return torch.cat([o[:s] for o, s in zip(out, sizes)])
-
-
-def gather_by_index(values: torch.Tensor, indices: torch.Tensor, total: int) -> torch.Tensor:
-    """Gather each rank's rows (``values[i]`` belongs to sample ``indices[i]``) into one ``total``-row tensor."""
-    values = all_gather_tensor(values)
-    indices = all_gather_tensor(indices.to(values.device))
-    out = values.new_zeros((total, *values.shape[1:]))
-    out[indices.long()] = values
-    return out
-
-
-def broadcast_object(obj, src: int = 0):
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def launch(nproc: int, args: list[str]) -> int:

@@ -166,13 +166,13 @@ def config_hash(cfg) -> str:
 
 def run_provenance(cfg) -> dict[str, Any]:
     """The fingerprint of an experiment config's inputs (opens its datasets; reads no image)."""
-    import muva
+    from muva._version import __version__
     from muva.config import to_dict
 
     images, train = _image_lists(cfg.data)
     prov = {"version": VERSION, "config_name": cfg.name, "config": to_dict(cfg), "weights": weights_fingerprint(cfg.model),
             "grounding_caches": grounding_caches(cfg, train), "image_lists": images,
-            "muva_version": getattr(muva, "__version__", "?"), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "muva_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     prov["hash"] = provenance_hash(prov)
     return prov
 

@@ -33,9 +33,9 @@ def evaluate_features(
     """Evaluate QUERY against GALLERY and print mAP / Rank-k / mINP as a table."""
     from rich.console import Console
 
-    from muva.cli import fail
     from muva.evaluation import EvaluationError, evaluate, results_table
     from muva.evaluation.io import load_query_gallery
+    from muva.utils.console import fail
 
     console = Console()
     try:

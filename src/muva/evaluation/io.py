@@ -15,7 +15,7 @@ images      N, str (optional)            image identifiers (paths); used for
 
 ``.pt`` / ``.pth`` files holding a dict with the same keys (``torch.save``) are read too,
 and so are the feature folders / files of ``muva extract`` (``features.json`` manifest,
-``.safetensors`` + CSV), via :mod:`muva.inference.features` when it is installed.
+``.safetensors`` + CSV), with their reader :mod:`muva.utils.featurefiles`.
 """
 
 from __future__ import annotations
@@ -117,11 +117,9 @@ def load_features(path: str | Path, split: str | None = None, *, split_if_presen
 
 
 def _read_extracted(path: Path):
-    try:
-        from muva.inference.features import load_features as load_extracted
-    except ImportError as exc:  # pragma: no cover - depends on the inference package
-        raise EvaluationError(f"{path}: reading `muva extract` outputs needs muva.inference ({exc})") from exc
-    return load_extracted(path)
+    from muva.utils import featurefiles  # the reader of `muva extract` folders, shared with muva.inference
+
+    return featurefiles.load_features(path)
 
 
 def _load_extracted(path: Path, split: str | None = None, split_if_present: str | None = None, fs=None) -> FeatureFile:
@@ -131,7 +129,7 @@ def _load_extracted(path: Path, split: str | None = None, split_if_present: str 
     if split is None and split_if_present is not None and split_if_present in set(fs.splits):
         split = split_if_present
     if split is not None:
-        from muva.inference.features import FeatureFileError
+        from muva.utils.featurefiles import FeatureFileError
 
         try:
             fs = fs.split(split)

@@ -3,7 +3,7 @@
 A box is ``(x0, y0, x1, y1)`` in pixels of the image it belongs to, x1/y1 exclusive
 (see :mod:`muva.data.parts`).  An expert proposes at most one box per part; the
 proposal is *validated* here and, when it fails, replaced by the fallback box
-(normally the body prior) with a short machine-readable reason:
+(normally the body prior, :func:`prior_boxes`) with a short machine-readable reason:
 
 ``missing``      the expert gave no box (no answer, unparsable answer, invisible keypoints)
 ``empty``        zero or negative width/height after clipping to the image
@@ -14,22 +14,25 @@ proposal is *validated* here and, when it fails, replaced by the fallback box
 ``unparsable``   (MLLM) the answer held no box in the expected format
 ``invisible``    (pose) the part's keypoints were not visible enough
 ``unreadable``   the image could not be decoded (whole record, no boxes)
+
+The per-part facts used here (vertical order, largest plausible area, prior box) are
+read from the part records of :mod:`muva.data.parts`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
+
+from muva.data.parts import DEFAULT_PARTS, PARTS
 
 Box = tuple[float, float, float, float]
 
 REASONS = ("missing", "unparsable", "invisible", "empty", "outside", "tiny", "huge", "order")
 
-# Expected top-to-bottom order of part centres (index in this tuple).
-_VERTICAL_ORDER = {"head": 0, "upper_body": 1, "legs": 2, "shoes": 3}
-# Largest plausible share of the image for parts that are small by nature.
-_MAX_AREA = {"head": 0.35, "shoes": 0.35}
+# Score of the body prior's boxes.
+PRIOR_SCORE = 0.25
 
 
 @dataclass
@@ -68,14 +71,32 @@ class Proposal:
     reason: str | None = None
 
 
+def _default_max_area() -> dict[str, float]:
+    """Largest plausible image share of the parts small by nature (from the part records)."""
+    return {p.name: p.max_area for p in PARTS.values() if p.max_area is not None}
+
+
 @dataclass
 class ValidationRules:
     """Thresholds of :func:`validate_parts` (fractions of the image area / size)."""
 
     min_area: float = 0.004
     min_side_px: float = 2.0
-    max_area: dict[str, float] = field(default_factory=lambda: dict(_MAX_AREA))
+    max_area: dict[str, float] = field(default_factory=_default_max_area)
     check_order: bool = True
+
+
+def prior_boxes(width: float, height: float, parts: Sequence[str] = DEFAULT_PARTS) -> dict[str, PartBox]:
+    """The body prior's box for each part of a ``width`` × ``height`` crop (:attr:`Part.prior`)."""
+    out = {}
+    for part in parts:
+        fx0, fy0, fx1, fy1 = PARTS[part].prior
+        out[part] = PartBox((fx0 * width, fy0 * height, fx1 * width, fy1 * height), PRIOR_SCORE, "prior", None)
+    return out
+
+
+# Fallback boxes of an expert: (width, height, parts) → part name → PartBox (e.g. :func:`prior_boxes`).
+Fallback = Callable[[float, float, Sequence[str]], Mapping[str, PartBox]]
 
 
 def clip_box(box: Sequence[float], width: float, height: float) -> Box:
@@ -133,14 +154,15 @@ def order_violations(boxes: Mapping[str, Box]) -> set[str]:
     """Parts whose vertical position contradicts the body order.
 
     Parts are compared pairwise by box centre; a pair out of order marks the part that
-    is out of place with respect to most others (ties: both).  The head must be above
-    the upper body, which is above the legs, which are above the shoes.
+    is out of place with respect to most others (ties: both).  The expected order is
+    :attr:`muva.data.parts.Part.order`: the head above the upper body, above the legs,
+    above the shoes.
     """
-    names = [p for p in boxes if p in _VERTICAL_ORDER]
+    names = [p for p in boxes if p in PARTS]
     bad_pairs: list[tuple[str, str]] = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            upper, lower = (a, b) if _VERTICAL_ORDER[a] < _VERTICAL_ORDER[b] else (b, a)
+            upper, lower = (a, b) if PARTS[a].order < PARTS[b].order else (b, a)
             if _centre_y(boxes[upper]) >= _centre_y(boxes[lower]):
                 bad_pairs.append((upper, lower))
     if not bad_pairs:

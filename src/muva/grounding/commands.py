@@ -11,6 +11,8 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
+from muva.data.parts import DEFAULT_PARTS, PART_NAMES
+
 
 class _DefaultRunGroup(TyperGroup):
     """A group where an unknown first word is a dataset: ``muva ground X`` = ``muva ground run X``."""
@@ -30,7 +32,7 @@ ground_app = typer.Typer(
 
 
 def _parts(text: str) -> tuple[str, ...]:
-    from muva.cli import fail
+    from muva.utils.console import fail
     from muva.data.parts import check_parts
 
     try:
@@ -40,7 +42,7 @@ def _parts(text: str) -> tuple[str, ...]:
 
 
 def _size(text: str) -> tuple[int, int]:
-    from muva.cli import fail
+    from muva.utils.console import fail
 
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -58,7 +60,7 @@ def _image_sets(datasets: List[str], root: Optional[Path], splits: List[str], op
     """
     from rich.markup import escape
 
-    from muva.cli import fail
+    from muva.utils.console import fail
     from muva.data.datasets import DatasetError, UnusableDatasetError, dataset_options_for, open_dataset
     from muva.grounding.run import SPLIT_NAMES, ImageSet, resolve_images
 
@@ -109,7 +111,7 @@ def run(
         help="Dataset option, repeatable (e.g. variant=labeled, split=3); DATASET.KEY=VALUE for one dataset only.",
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cache file (one dataset only). Default: runs/grounding/<dataset>/<expert>.sqlite."),
-    parts: str = typer.Option("head,upper_body,legs", "--parts", help="Comma-separated parts (head, upper_body, legs, shoes)."),
+    parts: str = typer.Option(",".join(DEFAULT_PARTS), "--parts", help=f"Comma-separated parts ({', '.join(PART_NAMES)})."),
     splits: str = typer.Option("train,query,gallery", "--splits", help="Splits to ground (MUVA trains on train only)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only shard i of n (files .shard-i-of-n.sqlite; join with merge)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per expert call and per transaction."),
@@ -130,7 +132,7 @@ def run(
     """Compute one box per part for every image and store them in a resumable cache."""
     from rich.console import Console
 
-    from muva.cli import fail
+    from muva.utils.console import fail
     from muva.grounding.cache import GroundingCacheError, default_cache_path, parse_shard, shard_path
     from muva.grounding.experts import EXPERTS, build_expert
 
@@ -189,7 +191,7 @@ def stats(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.cli import fail
+    from muva.utils.console import fail
     from muva.grounding.cache import GroundingCache, GroundingCacheError
 
     try:
@@ -236,7 +238,7 @@ def show(
 
     from rich.console import Console
 
-    from muva.cli import fail
+    from muva.utils.console import fail
     from muva.grounding.cache import GroundingCache, GroundingCacheError
     from muva.grounding.masks import boxes_to_patch_masks, patch_grid
     from muva.grounding.run import load_image
@@ -286,7 +288,7 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.cli import fail
+    from muva.utils.console import fail
     from muva.grounding.cache import GroundingCacheError
     from muva.grounding.evaluate import GroundTruthError, score_cache
 
@@ -324,7 +326,7 @@ def merge(
     """Join shard caches (written with --shard i/n) into one cache."""
     from rich.console import Console
 
-    from muva.cli import fail
+    from muva.utils.console import fail
     from muva.grounding.cache import GroundingCacheError, merge_caches
 
     try:

@@ -13,7 +13,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from muva.viz.masks import PART_COLOURS as PART_COLORS  # one colour per part across every muva picture
+from muva.data.parts import PARTS
+
+UNKNOWN_COLOUR = (255, 255, 255)  # a name that is no registered part
+
+
+def _colour(part: str) -> tuple[int, int, int]:
+    """The part's colour in every muva picture (:attr:`muva.data.parts.Part.colour`)."""
+    record = PARTS.get(part)
+    return record.colour if record is not None else UNKNOWN_COLOUR
 
 
 def _tile(image, boxes: Mapping, masks: np.ndarray | None, parts: Sequence[str], grid: tuple[int, int], input_size: tuple[int, int], scale: int, caption: str):
@@ -30,16 +38,16 @@ def _tile(image, boxes: Mapping, masks: np.ndarray | None, parts: Sequence[str],
             continue
         box = getattr(pb, "box", pb)
         fallback = getattr(pb, "reason", None) is not None
-        color = PART_COLORS.get(part, (255, 255, 255))
+        color = _colour(part)
         x0, y0, x1, y1 = box[0] * sx, box[1] * sy, box[2] * sx - 1, box[3] * sy - 1
         draw.rectangle([x0, y0, x1, y1], outline=color, width=1 if fallback else 2 * max(1, scale // 2))
     right = image.convert("RGB").resize((tw, th), Image.BILINEAR)
     if masks is not None:
-        from muva.viz.masks import overlay
+        from muva.utils.draw import overlay
 
         rows, cols = grid
         ph, pw = th / rows, tw / cols
-        right = overlay(right, np.asarray(masks, dtype=np.float32), grid, parts)
+        right = overlay(right, np.asarray(masks, dtype=np.float32), grid, [_colour(p) for p in parts])
         d2 = ImageDraw.Draw(right)
         for r in range(1, rows):
             d2.line([(0, r * ph), (tw, r * ph)], fill=(0, 0, 0), width=1)
@@ -55,7 +63,7 @@ def _tile(image, boxes: Mapping, masks: np.ndarray | None, parts: Sequence[str],
         pb = boxes.get(part)
         src = getattr(pb, "source", "?") if pb is not None else "-"
         why = getattr(pb, "reason", None) if pb is not None else None
-        d.text((2, th + 1 + 12 * (i + 1)), f"{part}: {src}" + (f" ({why})" if why else ""), fill=PART_COLORS.get(part, (0, 0, 0)))
+        d.text((2, th + 1 + 12 * (i + 1)), f"{part}: {src}" + (f" ({why})" if why else ""), fill=_colour(part) if part in PARTS else (0, 0, 0))
     return tile
 
 

@@ -15,7 +15,7 @@ search_app = typer.Typer(help="Gallery search with faiss: build an index from fe
 
 
 def _fail(message: str, code: int = 2):
-    from muva.cli import fail
+    from muva.utils.console import fail
 
     return fail(message, code)
 

@@ -211,10 +211,10 @@ def _write_metadata(path: Path, info: ModelInfo, opset: int) -> None:
     import onnx
     import torch
 
-    import muva
+    from muva._version import __version__
 
     proto = onnx.load(str(path))
-    info.extra.update({"muva_version": muva.__version__, "torch_version": torch.__version__, "opset": opset})
+    info.extra.update({"muva_version": __version__, "torch_version": torch.__version__, "opset": opset})
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = "muva", info.to_json()

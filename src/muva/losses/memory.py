@@ -68,7 +68,7 @@ class ClusterMemory(nn.Module):
         x = F.normalize(features.float(), dim=1)
         targets = targets.long()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            from muva.engine.distributed import all_gather_tensor
+            from muva.utils.distributed import all_gather_tensor
 
             x = all_gather_tensor(x)
             targets = all_gather_tensor(targets)

@@ -22,9 +22,9 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.cli import fail
     from muva.config import ConfigError, apply_overrides, load_config
     from muva.models import MODELS, ModelConfig
+    from muva.utils.console import fail
 
     try:
         if config is not None:

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
-from muva import __version__
+from muva._version import __version__
 from muva.config import from_dict, to_dict
 from muva.models.config import LEGACY_MODEL_DEFAULTS, ModelConfig
 from muva.models.muva import IDENTITY_KEYS, MuvaModel, build_model
 from muva.utils.io import atomic_write, atomic_write_text
+from muva.utils.tensorfiles import safetensors_problem  # re-exported
 from muva.utils.errors import MuvaError
 
 __all__ = ["save_model", "load_model", "model_paths", "read_model_meta", "ModelFileError", "FORMAT",
@@ -44,37 +45,6 @@ class ModelFileError(MuvaError, RuntimeError):
 
 
 # ----------------------------------------------------------------------------- file checks
-def safetensors_problem(path: str | Path) -> str | None:
-    """Why a ``.safetensors`` file cannot be read (truncated, header unreadable, size mismatch), or None.
-
-    Reads the 8-byte header length and the JSON header only, and compares the size the
-    header describes with the file's.
-    """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else -1
-            raw = fh.read(n) if 0 <= n <= size - 8 else b""
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
-    if n < 0:
-        return f"truncated: {size} byte(s), not even the 8-byte header length"
-    if n > size - 8:
-        return f"truncated or corrupt: the header length says {n:,} bytes follow, the file holds {size - 8:,}"
-    try:
-        header = json.loads(raw.decode("utf-8"))
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return "corrupt: the header is unreadable (not the JSON tensor table of a safetensors file)"
-    expected = 8 + n + max(ends, default=0)
-    if expected != size:
-        what = "truncated" if size < expected else "corrupt"
-        return f"{what}: size mismatch, the header describes {expected:,} bytes but the file has {size:,}"
-    return None
-
-
 def weights_file_problem(path: str | Path) -> str | None:
     """Why a local weights file cannot be read, judged from its header only; None when it looks sound."""
     path = Path(path).expanduser()

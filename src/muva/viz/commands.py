@@ -30,8 +30,8 @@ def ranks(
     """
     from rich.console import Console
 
-    from muva.cli import fail
-    from muva.inference.features import FeatureFileError, load_features
+    from muva.utils.console import fail
+    from muva.utils.featurefiles import FeatureFileError, load_features
     from muva.viz.ranks import RankLayout, visualize_ranks
 
     try:
@@ -69,9 +69,9 @@ def masks(
     import numpy as np
     from rich.console import Console
 
-    from muva.cli import fail
     from muva.inference.commands import _expand_images
     from muva.inference.extractor import FeatureExtractor, InferenceError
+    from muva.utils.console import fail
     from muva.viz.masks import MaskLayout, read_parts_jsonl, visualize_masks
 
     try:

@@ -19,18 +19,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from muva.data.parts import PARTS
+from muva.utils import draw as mask_draw
 from muva.viz import draw
 
-PART_COLOURS = {
-    "head": (255, 200, 0),
-    "upper_body": (0, 140, 255),
-    "legs": (255, 60, 160),
-    "shoes": (60, 220, 60),
-}
+# Part name → overlay colour (a view of :attr:`muva.data.parts.Part.colour`).
+PART_COLOURS: Mapping[str, tuple[int, int, int]] = MappingProxyType({p.name: p.colour for p in PARTS.values()})
+# Colour of a name that is no registered part.
+UNKNOWN_COLOUR = (255, 255, 255)
+
+
+def part_colour(part: str) -> tuple[int, int, int]:
+    """The overlay colour of a part (white for a name that is no registered part)."""
+    record = PARTS.get(part)
+    return record.colour if record is not None else UNKNOWN_COLOUR
 
 
 @dataclass(frozen=True)
@@ -49,55 +56,13 @@ class MaskLayout:
         return width, 2 * self.margin + self.title_h + self.scale * h + self.legend_h
 
 
-def patch_to_pixels(mask: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """A ``[L]`` patch mask → ``[H, W]`` pixel map for an image of ``size`` = (H, W).
-
-    Patches cover the image in equal cells (overlapping-stride grids are drawn as a
-    uniform grid over the picture).
-    """
-    rows, cols = grid
-    m = np.asarray(mask, dtype=np.float32).reshape(rows, cols)
-    h, w = size
-    ri = np.minimum((np.arange(h) * rows) // h, rows - 1)
-    ci = np.minimum((np.arange(w) * cols) // w, cols - 1)
-    return m[ri][:, ci]
+patch_to_pixels = mask_draw.patch_to_pixels  # one implementation, shared with muva.grounding.views
 
 
 def overlay(image, masks: np.ndarray, grid: tuple[int, int], parts: Sequence[str], *, alpha: float = 0.55, soft: bool = False, threshold: float = 0.5):
-    """Tint ``image`` (PIL, any size) with part masks ``[R, L]``; returns a new RGB image."""
-    from PIL import Image
-
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    h, w = base.shape[:2]
-    masks = np.asarray(masks, dtype=np.float32)
-    tint = np.zeros_like(base)
-    weight = np.zeros((h, w, 1), dtype=np.float32)
-    edges = np.zeros((h, w), dtype=bool)
-    edge_colour = np.zeros_like(base)
-    for r, part in enumerate(parts):
-        pix = patch_to_pixels(masks[r], grid, (h, w))
-        on = pix > threshold
-        strength = (pix if soft else on.astype(np.float32))[..., None]
-        colour = np.asarray(PART_COLOURS.get(part, (255, 255, 255)), dtype=np.float32)
-        tint += strength * colour
-        weight += strength
-        edge = on & ~(_shift(on, 1, 0) & _shift(on, -1, 0) & _shift(on, 0, 1) & _shift(on, 0, -1))
-        edges |= edge
-        edge_colour[edge] = colour
-    mixed = np.where(weight > 0, tint / np.maximum(weight, 1e-6), 0)
-    a = alpha * np.clip(weight, 0, 1)
-    out = base * (1 - a) + mixed * a
-    out[edges] = edge_colour[edges]
-    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
-
-
-def _shift(m: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    out = np.zeros_like(m)
-    h, w = m.shape
-    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    out[yd, xd] = m[ys, xs]
-    return out
+    """Tint ``image`` (PIL, any size) with part masks ``[R, L]`` in the parts' colours; a new RGB image."""
+    masks = np.asarray(masks, dtype=np.float32)[: len(parts)]
+    return mask_draw.overlay(image, masks, grid, [part_colour(p) for p in parts], alpha=alpha, soft=soft, threshold=threshold)
 
 
 def select_layers(spec: str | Sequence[int], num_layers: int) -> list[int]:
@@ -161,7 +126,7 @@ def mask_panel(
     ly = y + s * h + 2
     x = layout.margin
     for part in parts:
-        colour = PART_COLOURS.get(part, (255, 255, 255))
+        colour = part_colour(part)
         d.rectangle([x, ly + 2, x + 9, ly + 11], fill=colour)
         d.text((x + 12, ly + 1), part, fill=draw.BLACK, font=f)
         x += 16 + int(draw.text_width(part, layout.font_size))

@@ -24,9 +24,9 @@ def synth(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.cli import fail
     from muva.config import ConfigError, config_keys, load_config
     from muva.data.synth import SynthConfig, SynthError, generate, make_montage
+    from muva.utils.console import fail
 
     try:
         cfg = load_config(SynthConfig, config, overrides or [])

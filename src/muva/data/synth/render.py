@@ -8,9 +8,11 @@ facing that way).  Everything is drawn with PIL at twice the output resolution (
 caller reduces by 2, which anti-aliases edges).
 
 Boxes are tracked while drawing, in canvas pixels, as ``[x0, y0, x1, y1]`` with x1/y1
-exclusive: head (hair/hat to chin), upper_body (neck base to hem or hands, arms
-included), legs (hips to soles, feet included, as grounding experts box "the legs") and
-shoes.
+exclusive.  Each drawn *piece* (head, torso, arm, backpack, hips, leg, shoe) reports its
+extent, and :data:`PART_PIECES` says which pieces make each part's box: head (hair/hat to
+chin), upper_body (neck base to hem or hands, arms and a backpack included), legs (hips
+to soles, feet included, as grounding experts box "the legs") and shoes.  Every part of
+:mod:`muva.data.parts` needs an entry there (checked on import).
 """
 
 from __future__ import annotations
@@ -21,10 +23,24 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from muva.data.parts import PART_NAMES, PartTableError, require_rules
 from muva.data.synth.appearance import Identity
 
 RGB = tuple[int, int, int]
 VIEWS = ("front", "back", "left", "right")
+# The drawn pieces that report their extent (see PersonPainter.piece).
+PIECES = ("head", "torso", "arm", "backpack", "hips", "leg", "shoe")
+# Part name → the pieces whose extents make its box; every part needs one (checked on import).
+PART_PIECES: dict[str, tuple[str, ...]] = {
+    "head": ("head",),
+    "upper_body": ("torso", "arm", "backpack"),
+    "legs": ("hips", "leg", "shoe"),
+    "shoes": ("shoe",),
+}
+require_rules("synthetic", PART_PIECES, "muva.data.synth.render.PART_PIECES")
+_unknown_pieces = sorted({q for qs in PART_PIECES.values() for q in qs} - set(PIECES))
+if _unknown_pieces:
+    raise PartTableError(f"muva.data.synth.render.PART_PIECES names unknown piece(s) {', '.join(_unknown_pieces)}; drawn pieces: {', '.join(PIECES)}")
 # Body width relative to the proportions below (pedestrian crops show sturdy figures).
 WIDTH = 1.25
 
@@ -99,6 +115,23 @@ class _Extent:
         return [self.x0, self.y0, self.x1, self.y1]
 
 
+class _Extents:
+    """The running boxes of every part made (in part) by one piece; same calls as :class:`_Extent`."""
+
+    __slots__ = ("targets",)
+
+    def __init__(self, targets: list[_Extent]) -> None:
+        self.targets = targets
+
+    def add(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        for ext in self.targets:
+            ext.add(x0, y0, x1, y1)
+
+    def point(self, p, r: float = 0.0) -> None:
+        for ext in self.targets:
+            ext.point(p, r)
+
+
 class PersonPainter:
     """Draws one identity in one pose; ``boxes`` holds the part boxes afterwards."""
 
@@ -111,9 +144,14 @@ class PersonPainter:
         self.side = pose.view in ("left", "right")
         self.f = -1.0 if pose.view == "left" else 1.0     # facing direction in side views
         self.skin = ident.skin
-        self.ext = {k: _Extent() for k in ("head", "upper_body", "legs", "shoes")}
+        self.ext = {part: _Extent() for part in PART_NAMES}
+        self._pieces = {q: _Extents([self.ext[p] for p, qs in PART_PIECES.items() if q in qs]) for q in PIECES}
 
     # ------------------------------------------------------------------ helpers
+    def piece(self, name: str) -> _Extents:
+        """Where a drawn piece reports its extent (the boxes of the parts made of it)."""
+        return self._pieces[name]
+
     def y(self, t: float) -> float:
         return self.top + t * self.h
 
@@ -206,7 +244,7 @@ class PersonPainter:
         else:  # skirt: bare legs (the skirt is drawn over the hips later)
             self.capsules([(hip, knee, rt * 0.8, rk * 0.85), (knee, ankle, rk * 0.85, ra * 0.9)], skin, outline=False)
         self.shoe(ankle, shade)
-        ext = self.ext["legs"]
+        ext = self.piece("leg")
         for q, r in ((hip, rt), (knee, rk * 1.1), (ankle, ra * 1.15)):
             ext.point(q, r)
 
@@ -221,8 +259,7 @@ class PersonPainter:
         else:
             box = (ankle[0] - 0.033 * h, ankle[1] - 0.012 * h, ankle[0] + 0.033 * h, ankle[1] + 0.055 * h)
         self.d.rounded_rectangle(box, radius=0.02 * h, fill=col, outline=_dark(col, 0.5), width=2)
-        self.ext["shoes"].add(*box)
-        self.ext["legs"].add(*box)
+        self.piece("shoe").add(*box)
 
     def hips(self) -> None:
         idn, h, g = self.id, self.h, self.g
@@ -233,11 +270,11 @@ class PersonPainter:
             pts = [(self.x(-hw), self.y(0.47)), (self.x(hw), self.y(0.47)),
                    (self.x(hw * flare), self.y(0.7)), (self.x(-hw * flare), self.y(0.7))]
             self.d.polygon(pts, fill=lower, outline=_dark(lower), width=2)
-            self.ext["legs"].add(pts[3][0], pts[0][1], pts[2][0], pts[2][1])
+            self.piece("hips").add(pts[3][0], pts[0][1], pts[2][0], pts[2][1])
         else:
             box = (self.x(-hw), self.y(0.46), self.x(hw), self.y(0.58))
             self.d.rounded_rectangle(box, radius=0.03 * h, fill=lower, outline=_dark(lower), width=2)
-            self.ext["legs"].add(box[0], self.y(0.49), box[2], box[3])
+            self.piece("hips").add(box[0], self.y(0.49), box[2], box[3])
 
     def torso(self) -> None:
         idn, g = self.id, self.g
@@ -262,10 +299,11 @@ class PersonPainter:
                 self.d.ellipse((self.x(sgn * self.sw) - 0.03 * self.h, self.y(0.16), self.x(sgn * self.sw) + 0.03 * self.h,
                                 self.y(0.22)), fill=self.skin)
         self.pattern(pts)
-        ext = self.ext["upper_body"]
+        ext = self.piece("torso")
         for q in pts:
             ext.point(q)
-        ext.add(ext.x0, self.y(0.15), ext.x1, self.y(hem))
+        # from the neck base to the hem, across the garment
+        ext.add(min(q[0] for q in pts), self.y(0.15), max(q[0] for q in pts), self.y(hem))
 
     def pattern(self, pts) -> None:
         idn = self.id
@@ -311,7 +349,7 @@ class PersonPainter:
             self.capsules([(shoulder, elbow, ru * 0.85, rf), (elbow, wrist, rf, rf * 0.9)], skin, outline=False)
         hr = 0.024 * h
         self.d.ellipse((wrist[0] - hr, wrist[1] - hr * 0.6, wrist[0] + hr, wrist[1] + hr * 1.4), fill=skin)
-        ext = self.ext["upper_body"]
+        ext = self.piece("arm")
         ext.point(shoulder, ru)
         ext.point(elbow, rf)
         ext.add(wrist[0] - hr, wrist[1] - hr, wrist[0] + hr, wrist[1] + hr * 1.4)
@@ -321,7 +359,7 @@ class PersonPainter:
         cx = self.x(0.012 * self.f if self.side else 0.0)
         cy, rx, ry = self.y(0.068), 0.056 * h, 0.066 * h
         hair = idn.rgb("hair")
-        ext = self.ext["head"]
+        ext = self.piece("head")
         ext.add(cx - rx, cy - ry, cx + rx, cy + ry)
         back = self.p.view == "back"
         long_hair = self.long_hair()
@@ -410,7 +448,7 @@ class PersonPainter:
                 if view == "back":
                     box = (self.x(-0.085 * g), self.y(0.19), self.x(0.085 * g), self.y(0.44))
                     self.d.rounded_rectangle(box, radius=0.03 * h, fill=col, outline=_dark(col), width=2)
-                    self.ext["upper_body"].add(*box)
+                    self.piece("backpack").add(*box)
                 elif view == "front":
                     for sgn in (-1, 1):
                         self.d.line((self.x(sgn * 0.06 * g), self.y(0.165), self.x(sgn * 0.065 * g), self.y(0.36)), fill=_dark(col), width=max(2, int(0.015 * h)))
@@ -420,7 +458,7 @@ class PersonPainter:
                 xa, xb = self.x(-self.f * 0.045 * g), self.x(-self.f * 0.135 * g)
                 box = (min(xa, xb), self.y(0.19), max(xa, xb), self.y(0.43))
                 self.d.rounded_rectangle(box, radius=0.03 * h, fill=col, outline=_dark(col), width=2)
-                self.ext["upper_body"].add(*box)
+                self.piece("backpack").add(*box)
             return
         if phase != "front":
             return

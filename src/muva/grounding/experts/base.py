@@ -5,28 +5,36 @@ from __future__ import annotations
 from typing import Sequence
 
 from muva.data.parts import DEFAULT_PARTS, check_parts
-from muva.grounding.boxes import PartBox, Proposal, ValidationRules, validate_parts
+from muva.grounding.boxes import Fallback, PartBox, Proposal, ValidationRules, prior_boxes, validate_parts
 
 
 class GroundingExpert:
     """Base class of grounding experts.
 
     Subclasses implement :meth:`propose` (raw per-part proposals for a batch of RGB PIL
-    images).  :meth:`ground` validates them and fills rejected parts from the body prior,
-    so callers always receive one :class:`PartBox` per configured part.
+    images).  :meth:`ground` validates them and fills rejected parts from the fallback
+    boxes, so callers always receive one :class:`PartBox` per configured part.
+
+    Args:
+        parts: the parts it is asked for, in order.
+        rules: validation thresholds (default :class:`ValidationRules`).
+        fallback: ``(width, height, parts) → {part: PartBox}`` for rejected parts; None =
+            the body prior, :func:`muva.grounding.boxes.prior_boxes`.
 
     Attributes:
         name: the expert's registry name (recorded as the ``source`` of its boxes).
         parts: the parts it is asked for, in order.
+        fallback: the fallback box function.
         batch_size: how many images :meth:`propose` prefers at once.
     """
 
     name = "base"
     batch_size = 8
 
-    def __init__(self, parts: Sequence[str] = DEFAULT_PARTS, rules: ValidationRules | None = None):
+    def __init__(self, parts: Sequence[str] = DEFAULT_PARTS, rules: ValidationRules | None = None, fallback: Fallback | None = None):
         self.parts = check_parts(parts)
         self.rules = rules or ValidationRules()
+        self.fallback: Fallback = fallback if fallback is not None else prior_boxes
 
     def describe(self) -> dict:
         """Settings recorded in the cache's metadata (model file, prompt, ...)."""
@@ -36,13 +44,11 @@ class GroundingExpert:
         raise NotImplementedError
 
     def ground(self, images: Sequence) -> list[dict[str, PartBox]]:
-        """Validated boxes for each image (PIL RGB), one per part, with fallback to the prior."""
-        from muva.grounding.experts.prior import prior_boxes
-
+        """Validated boxes for each image (PIL RGB), one per part, with :attr:`fallback` for rejected ones."""
         out = []
         for image, props in zip(images, self.propose(images)):
             w, h = image.size
-            fallback = prior_boxes(w, h, self.parts)
+            fallback = self.fallback(w, h, self.parts)
             out.append(validate_parts(props, self.parts, w, h, source=self.name, fallback=fallback, rules=self.rules))
         return out
 

@@ -33,8 +33,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from muva.data.parts import DEFAULT_PARTS, PART_PHRASES
-from muva.grounding.boxes import Proposal, ValidationRules
+from muva.data.parts import DEFAULT_PARTS, get_part
+from muva.grounding.boxes import Fallback, Proposal, ValidationRules
 from muva.grounding.experts.base import GroundingExpert
 from muva.grounding.parsers import FORMATS, parse_answer
 from muva.utils.errors import MuvaError
@@ -45,8 +45,6 @@ PROMPTS = {
     "qwen": "Locate the {phrase} of the person in the image and output its bbox coordinates in JSON format.",
     "muva": "Guide me to the location of the {phrase} of the person within the image by providing its bounding boxes",
 }
-# Parts that may come as several boxes (left / right) and are joined.
-_UNION_PARTS = {"legs", "shoes"}
 _FORMAT_BY_MODEL_TYPE = {"qwen2_5_vl": "qwen2.5", "qwen2_vl": "rel1000", "qwen3_vl": "rel1000", "qwen3_vl_moe": "rel1000", "internvl": "rel1000"}
 
 
@@ -74,7 +72,7 @@ def question(part: str, prompt: str = "qwen") -> str:
     """The question asked for one part."""
     if prompt not in PROMPTS:
         raise ValueError(f"unknown prompt style {prompt!r}; choose from {', '.join(PROMPTS)}")
-    return PROMPTS[prompt].format(phrase=PART_PHRASES[part])
+    return PROMPTS[prompt].format(phrase=get_part(part).phrase)
 
 
 def upscale(image, upscale_to: int):
@@ -105,6 +103,7 @@ class MLLMExpert(GroundingExpert):
         batch_size: crops per generate call (each crop asks len(parts) questions).
         local_files_only: never reach the network (use the local Hugging Face cache).
         model_obj, processor_obj: an already built model / processor (tests, notebooks).
+        rules, fallback: validation thresholds and fallback boxes (see :class:`GroundingExpert`).
     """
 
     name = "mllm"
@@ -126,8 +125,9 @@ class MLLMExpert(GroundingExpert):
         model_obj=None,
         processor_obj=None,
         rules: ValidationRules | None = None,
+        fallback: Fallback | None = None,
     ):
-        super().__init__(parts, rules)
+        super().__init__(parts, rules, fallback)
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt style {prompt!r}; choose from {', '.join(PROMPTS)}")
         if answer_format != "auto" and answer_format not in FORMATS:
@@ -223,8 +223,10 @@ class MLLMExpert(GroundingExpert):
 
     def parse(self, answer: str, part: str, crop_size: tuple[int, int], input_size: tuple[int, int]) -> Proposal:
         """An answer → a proposal in crop pixels (tries the fallback formats on failure)."""
-        combine = "union" if part in _UNION_PARTS else "first"
-        label = PART_PHRASES[part]
+        record = get_part(part)
+        # Parts that may come as several boxes (left / right) are joined (Part.union).
+        combine = "union" if record.union else "first"
+        label = record.phrase
         for fmt in [self.answer_format, *self._fallback_formats]:
             parsed = parse_answer(answer, fmt, crop_size, input_size=input_size, label=label, combine=combine)
             if parsed.ok:

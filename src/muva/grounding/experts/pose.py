@@ -22,12 +22,12 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from muva.data.parts import DEFAULT_PARTS
-from muva.grounding.boxes import Proposal, ValidationRules
+from muva.data.parts import DEFAULT_PARTS, require_rules
+from muva.grounding.boxes import Fallback, Proposal, ValidationRules
 from muva.grounding.experts.base import GroundingExpert
 from muva.utils.errors import MuvaError
 
@@ -118,6 +118,94 @@ def _pts(kps: np.ndarray, vis: np.ndarray, idx: Sequence[int], thr: float) -> np
     return kps[sel] if sel else np.zeros((0, 2), dtype=np.float64)
 
 
+class _Body:
+    """The keypoints of one crop and the quantities shared by the per-part rules."""
+
+    def __init__(self, keypoints, visibility, height: float, min_visibility: float, lower_visibility: float, person_score: float):
+        self.kps = np.asarray(keypoints, dtype=np.float64)[:33, :2]
+        self.vis = np.asarray(visibility, dtype=np.float64)[:33]
+        self.thr = min_visibility
+        self.lower_visibility = lower_visibility
+        self.person_score = person_score
+        self.sh = self.pts(SHOULDERS)
+        self.hips = self.pts(HIPS)
+        self.shoulder_w = float(np.ptp(self.sh[:, 0])) if len(self.sh) == 2 else 0.0
+        torso_h = float(self.hips[:, 1].mean() - self.sh[:, 1].mean()) if len(self.sh) and len(self.hips) else 0.0
+        # A body scale that survives side views: torso height, else a fraction of the crop.
+        self.scale = torso_h if torso_h > 0.05 * height else 0.3 * height
+        self.hip_y = float(self.hips[:, 1].min()) if len(self.hips) else -np.inf
+
+    def pts(self, idx: Sequence[int]) -> np.ndarray:
+        return _pts(self.kps, self.vis, idx, self.thr)
+
+    def score(self, idx: Sequence[int]) -> float:
+        v = [self.vis[i] for i in idx if self.vis[i] >= self.thr]
+        return float(np.mean(v)) * self.person_score if v else 0.0
+
+    def below_hips(self, idx: Sequence[int]) -> np.ndarray:
+        pts = _pts(self.kps, self.vis, idx, self.lower_visibility)
+        return pts[pts[:, 1] > self.hip_y] if len(pts) else pts
+
+
+def _head(b: _Body) -> Proposal:
+    """Face points (nose, eyes, ears, mouth), sized from their spread and the shoulder width."""
+    face = b.pts(FACE)
+    if len(face) < 3:
+        return Proposal(None, 0.0, "invisible")
+    spread = float(np.ptp(face[:, 0]))
+    size = max(spread * 1.6, 0.5 * b.shoulder_w, 0.36 * b.scale)
+    cx = float(face[:, 0].mean())
+    eyes = b.pts([L_EYE, R_EYE, L_EYE_IN, R_EYE_IN, L_EYE_OUT, R_EYE_OUT])
+    ey = float(eyes[:, 1].mean()) if len(eyes) else float(face[:, 1].mean())
+    h = 1.25 * size
+    # Eyes sit a little above the middle of the head (hair above, chin below).
+    return Proposal((cx - size / 2, ey - 0.5 * h, cx + size / 2, ey + 0.5 * h), b.score(FACE))
+
+
+def _upper_body(b: _Body) -> Proposal:
+    """Shoulders to hips, widened to include elbows and wrists."""
+    if len(b.sh) == 0 or len(b.hips) == 0:
+        return Proposal(None, 0.0, "invisible")
+    pts = np.concatenate([b.sh, b.hips, b.pts(ARMS)])
+    pad = 0.12 * b.scale
+    top = float(b.sh[:, 1].min()) - 0.15 * b.scale
+    bottom = float(b.hips[:, 1].max()) + 0.08 * b.scale
+    return Proposal((float(pts[:, 0].min()) - pad, top, float(pts[:, 0].max()) + pad, bottom), b.score(SHOULDERS + HIPS))
+
+
+def _legs(b: _Body) -> Proposal:
+    """Hips to ankles (knees plus a typical shin length when the ankles are hidden)."""
+    lower = b.below_hips(KNEES + ANKLES)
+    if len(b.hips) == 0 or len(lower) == 0:
+        return Proposal(None, 0.0, "invisible")
+    pts = np.concatenate([b.hips, lower])
+    pad = 0.12 * b.scale
+    ankles = b.below_hips(ANKLES)
+    if len(ankles):
+        bottom = float(ankles[:, 1].max()) + 0.06 * b.scale
+    else:  # knees only: extend by a typical shin length
+        bottom = float(lower[:, 1].max()) + 0.9 * b.scale
+    top = float(b.hips[:, 1].min()) - 0.05 * b.scale
+    return Proposal((float(pts[:, 0].min()) - pad, top, float(pts[:, 0].max()) + pad, bottom), b.score(HIPS))
+
+
+def _shoes(b: _Body) -> Proposal:
+    """Around heels, toes and ankles."""
+    feet = b.below_hips(FEET + ANKLES)
+    if len(feet) < 2:
+        return Proposal(None, 0.0, "invisible")
+    pad = 0.08 * b.scale
+    return Proposal(
+        (float(feet[:, 0].min()) - pad, float(feet[:, 1].min()) - pad, float(feet[:, 0].max()) + pad, float(feet[:, 1].max()) + pad),
+        float(np.mean([b.vis[i] for i in FEET + ANKLES])) * b.person_score,
+    )
+
+
+# Part name → keypoint rule; every part of muva.data.parts needs one (checked on import).
+PART_RULES: dict[str, Callable[[_Body], Proposal]] = {"head": _head, "upper_body": _upper_body, "legs": _legs, "shoes": _shoes}
+require_rules("pose", PART_RULES, "muva.grounding.experts.pose.PART_RULES")
+
+
 def keypoints_to_boxes(
     keypoints: np.ndarray,
     visibility: np.ndarray,
@@ -129,7 +217,7 @@ def keypoints_to_boxes(
     lower_visibility: float = 0.25,
     person_score: float = 1.0,
 ) -> dict[str, Proposal]:
-    """Map 33 BlazePose keypoints (image pixels) to one proposal per part.
+    """Map 33 BlazePose keypoints (image pixels) to one proposal per part (:data:`PART_RULES`).
 
     * head — face points (nose, eyes, ears, mouth): centred on them, sized from the ear /
       eye spread and the shoulder width (a head is ~0.45 of the shoulder span);
@@ -143,75 +231,8 @@ def keypoints_to_boxes(
     even where their positions are right; they must also lie below the hips.  Boxes are
     not clipped here (validation does).
     """
-    kps = np.asarray(keypoints, dtype=np.float64)[:33, :2]
-    vis = np.asarray(visibility, dtype=np.float64)[:33]
-    thr = min_visibility
-    out: dict[str, Proposal] = {}
-    sh = _pts(kps, vis, SHOULDERS, thr)
-    hips = _pts(kps, vis, HIPS, thr)
-    shoulder_w = float(np.ptp(sh[:, 0])) if len(sh) == 2 else 0.0
-    torso_h = float(hips[:, 1].mean() - sh[:, 1].mean()) if len(sh) and len(hips) else 0.0
-    # A body scale that survives side views: torso height, else a fraction of the crop.
-    scale = torso_h if torso_h > 0.05 * height else 0.3 * height
-
-    def score(idx: Sequence[int]) -> float:
-        v = [vis[i] for i in idx if vis[i] >= thr]
-        return float(np.mean(v)) * person_score if v else 0.0
-
-    hip_y = float(hips[:, 1].min()) if len(hips) else -np.inf
-
-    def below_hips(idx: Sequence[int]) -> np.ndarray:
-        pts = _pts(kps, vis, idx, lower_visibility)
-        return pts[pts[:, 1] > hip_y] if len(pts) else pts
-
-    for part in parts:
-        if part == "head":
-            face = _pts(kps, vis, FACE, thr)
-            if len(face) < 3:
-                out[part] = Proposal(None, 0.0, "invisible")
-                continue
-            spread = float(np.ptp(face[:, 0]))
-            size = max(spread * 1.6, 0.5 * shoulder_w, 0.36 * scale)
-            cx = float(face[:, 0].mean())
-            eyes = _pts(kps, vis, [L_EYE, R_EYE, L_EYE_IN, R_EYE_IN, L_EYE_OUT, R_EYE_OUT], thr)
-            ey = float(eyes[:, 1].mean()) if len(eyes) else float(face[:, 1].mean())
-            h = 1.25 * size
-            # Eyes sit a little above the middle of the head (hair above, chin below).
-            out[part] = Proposal((cx - size / 2, ey - 0.5 * h, cx + size / 2, ey + 0.5 * h), score(FACE))
-        elif part == "upper_body":
-            if len(sh) == 0 or len(hips) == 0:
-                out[part] = Proposal(None, 0.0, "invisible")
-                continue
-            pts = np.concatenate([sh, hips, _pts(kps, vis, ARMS, thr)])
-            pad = 0.12 * scale
-            top = float(sh[:, 1].min()) - 0.15 * scale
-            bottom = float(hips[:, 1].max()) + 0.08 * scale
-            out[part] = Proposal((float(pts[:, 0].min()) - pad, top, float(pts[:, 0].max()) + pad, bottom), score(SHOULDERS + HIPS))
-        elif part == "legs":
-            lower = below_hips(KNEES + ANKLES)
-            if len(hips) == 0 or len(lower) == 0:
-                out[part] = Proposal(None, 0.0, "invisible")
-                continue
-            pts = np.concatenate([hips, lower])
-            pad = 0.12 * scale
-            ankles = below_hips(ANKLES)
-            if len(ankles):
-                bottom = float(ankles[:, 1].max()) + 0.06 * scale
-            else:  # knees only: extend by a typical shin length
-                bottom = float(lower[:, 1].max()) + 0.9 * scale
-            top = float(hips[:, 1].min()) - 0.05 * scale
-            out[part] = Proposal((float(pts[:, 0].min()) - pad, top, float(pts[:, 0].max()) + pad, bottom), score(HIPS))
-        elif part == "shoes":
-            feet = below_hips(FEET + ANKLES)
-            if len(feet) < 2:
-                out[part] = Proposal(None, 0.0, "invisible")
-                continue
-            pad = 0.08 * scale
-            out[part] = Proposal(
-                (float(feet[:, 0].min()) - pad, float(feet[:, 1].min()) - pad, float(feet[:, 0].max()) + pad, float(feet[:, 1].max()) + pad),
-                float(np.mean([vis[i] for i in FEET + ANKLES])) * person_score,
-            )
-    return out
+    body = _Body(keypoints, visibility, height, min_visibility, lower_visibility, person_score)
+    return {part: PART_RULES[part](body) for part in parts}
 
 
 # ----------------------------------------------------------------------------- the expert
@@ -248,6 +269,7 @@ class PoseExpert(GroundingExpert):
         lower_visibility: visibility threshold of knees, ankles and feet.
         min_person: pose-presence score under which every part falls back (``invisible``).
         margin: letterbox margin around the crop (1.25 = MediaPipe's ROI enlargement).
+        rules, fallback: validation thresholds and fallback boxes (see :class:`GroundingExpert`).
     """
 
     name = "pose"
@@ -263,8 +285,9 @@ class PoseExpert(GroundingExpert):
         min_person: float = 0.5,
         margin: float = 1.25,
         rules: ValidationRules | None = None,
+        fallback: Fallback | None = None,
     ):
-        super().__init__(parts, rules)
+        super().__init__(parts, rules, fallback)
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:  # pragma: no cover - depends on the environment

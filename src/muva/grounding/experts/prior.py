@@ -3,39 +3,29 @@
 Re-ID crops come from a person detector, so the person fills the crop's height and is
 roughly centred.  The fractions below follow typical Market-1501 / DukeMTMC crops (and
 the example boxes in MUVA's figure: head [38,3,73,44], upper body [10,49,126,142], legs
-[2,145,103,255] on a 128×256 crop).  The prior is always available and is the per-part
-fallback of every other expert.
+[2,145,103,255] on a 128×256 crop).  They are kept in each part's record
+(:attr:`muva.data.parts.Part.prior`); :func:`prior_boxes` (defined beside the validation
+in :mod:`muva.grounding.boxes`) scales them to a crop.  The prior is always available and
+is the default per-part fallback of every other expert.
 """
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Sequence
 
-from muva.data.parts import DEFAULT_PARTS
-from muva.grounding.boxes import PartBox, Proposal
+from muva.data.parts import PARTS
+from muva.grounding.boxes import PRIOR_SCORE, PartBox, Proposal, prior_boxes
 from muva.grounding.experts.base import GroundingExpert
 
-# Part → (x0, y0, x1, y1) as fractions of the crop width / height.
-PRIOR_FRACTIONS: dict[str, tuple[float, float, float, float]] = {
-    "head": (0.30, 0.01, 0.70, 0.17),
-    "upper_body": (0.10, 0.15, 0.90, 0.55),
-    "legs": (0.15, 0.52, 0.85, 0.95),
-    "shoes": (0.15, 0.89, 0.85, 1.00),
-}
-PRIOR_SCORE = 0.25
+__all__ = ["PRIOR_FRACTIONS", "PRIOR_SCORE", "PriorExpert", "prior_boxes"]
 
-
-def prior_boxes(width: float, height: float, parts: Sequence[str] = DEFAULT_PARTS) -> dict[str, PartBox]:
-    """The prior's box for each part of a ``width`` × ``height`` crop."""
-    out = {}
-    for part in parts:
-        fx0, fy0, fx1, fy1 = PRIOR_FRACTIONS[part]
-        out[part] = PartBox((fx0 * width, fy0 * height, fx1 * width, fy1 * height), PRIOR_SCORE, "prior", None)
-    return out
+# Part → (x0, y0, x1, y1) as fractions of the crop width / height (a view of the part records).
+PRIOR_FRACTIONS = MappingProxyType({p.name: p.prior for p in PARTS.values()})
 
 
 class PriorExpert(GroundingExpert):
-    """Average body proportions (no model); see :data:`PRIOR_FRACTIONS`."""
+    """Average body proportions (no model); see :attr:`muva.data.parts.Part.prior`."""
 
     name = "prior"
     batch_size = 256

@@ -1,7 +1,8 @@
 """Self-contained HTML run reports: metrics table, loss curves (SVG), ranked lists, part masks.
 
 Pictures are drawn with PIL and embedded as base64 PNG, curves as inline SVG, so one
-``report.html`` file holds everything (no matplotlib, no network).
+``report.html`` file holds everything (no matplotlib, no network).  The demo
+(``muva demo``) writes its ``report.html`` with these.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from muva.viz import draw
 
 __all__ = ["ranked_list_image", "mask_image", "loss_curves_svg", "metrics_table_html", "write_report", "png_data_uri"]
 
-# Pictures come from muva.viz, so the demo report and `muva viz` draw the same way.
+# Pictures come from the rest of muva.viz, so the demo report and `muva viz` draw the same way.
 png_data_uri = draw.png_data_uri
 
 
@@ -73,6 +74,7 @@ def mask_image(paths: Sequence[str], predicted: np.ndarray, pseudo: np.ndarray |
             canvas.paste(tile, (x + t * (w + 2), pad))
             pen.text((x + t * (w + 2), pad + h + 1), label, fill=draw.BLACK)
     return canvas
+
 
 def loss_curves_svg(series: Mapping[str, Sequence[tuple[float, float]]], title: str, width: int = 520,
                     height: int = 220) -> str:

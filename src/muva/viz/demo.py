@@ -153,11 +153,11 @@ def _write_demo_report(out: Path, exp, results: dict, expert: str, seconds: floa
     import numpy as np
     import torch
 
+    from muva.data.parts import get_part
     from muva.engine.evaluate import target_features
     from muva.engine.logging import read_metrics
-    from muva.engine.report import (loss_curves_svg, mask_image, metrics_table_html, png_data_uri, ranked_list_image,
+    from muva.viz.report import (loss_curves_svg, mask_image, metrics_table_html, png_data_uri, ranked_list_image,
                                     write_report)
-    from muva.viz.masks import PART_COLOURS
 
     name, splits = exp.targets[0]
     rows = [(k, {"mAP": 100 * r.mAP, "Rank-1": 100 * r.rank1, "Rank-5": 100 * r.rank5, "mINP": 100 * r.mINP})
@@ -192,7 +192,7 @@ def _write_demo_report(out: Path, exp, results: dict, expert: str, seconds: floa
         parts = list(exp.model.cfg.parts)
         pic = mask_image([r.path for r in recs], pred, pseudo, exp.model.grid, parts)
         agree = float((pred == pseudo).mean())
-        legend = ", ".join(f"<span style='color:rgb{PART_COLOURS[p]}'>&#9632;</span> {p.replace('_', ' ')}" for p in parts)
+        legend = ", ".join(f"<span style='color:rgb{get_part(p).colour}'>&#9632;</span> {p.replace('_', ' ')}" for p in parts)
         sections.append(("Part masks: pseudo (grounding) vs predicted (last layer)",
                          f"<img src='{png_data_uri(pic)}'><p>{legend}; patch agreement {100 * agree:.1f} %</p>"))
     return write_report(out / "report.html", "muva demo", sections)
