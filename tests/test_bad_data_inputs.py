@@ -133,7 +133,7 @@ def test_summary_and_ground_refuse_an_empty_layout(tmp_path):
     assert not (tmp_path / "c.sqlite").exists()
     (tmp_path / "nothing").mkdir()
     text = refused(muva("ground", "run", tmp_path / "nothing", "-e", "prior", "--no-progress", "-o", tmp_path / "c.sqlite"))
-    assert f"nothing to ground in {tmp_path / 'nothing'}, it holds no image file" in text
+    assert f"cannot read '{tmp_path / 'nothing'}' as a dataset or image folder" in text and "no image file below it" in text
 
 
 # ----------------------------------------------------------------------------- 4. incomplete small targets

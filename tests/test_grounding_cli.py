@@ -110,6 +110,8 @@ def test_run_errors_are_clear(tmp_path):
     assert res.exit_code != 0 and "--shard" in res.output
     res = invoke("ground", tmp_path, "-e", "import")
     assert res.exit_code != 0 and "--masks" in res.output
+    res = invoke("ground", tmp_path, "-e", "import", "-X", "mask=m.pkl")
+    assert res.exit_code == 2 and "unknown option 'mask' of the import expert. Did you mean 'masks'?" in res.output
     res = invoke("ground", "stats", tmp_path / "none.sqlite")
     assert res.exit_code != 0 and "does not exist" in res.output
 
@@ -165,7 +167,7 @@ def test_import_run_reports_and_stats_count_empty_parts(tmp_path):
     with open(tmp_path / "m.pkl", "wb") as fh:
         pickle.dump(masks, fh)
     out = tmp_path / "import.sqlite"
-    res = invoke("ground", "run", root, "-e", "import", "--masks", tmp_path / "m.pkl", "--splits", "train", "--out", out,
+    res = invoke("ground", "run", root, "-e", "import", "-X", f"masks={tmp_path / 'm.pkl'}", "--splits", "train", "--out", out,
                  "--no-progress")
     assert res.exit_code == 0, res.output
     assert "3 empty part mask(s) kept empty (head 3)" in res.output

@@ -200,7 +200,7 @@ def test_mllm_tiny_end_to_end_through_the_cli(tmp_path):
 
     root = make_market(tmp_path / "mk", n_train=2, n_query=0, n_gallery=0)
     out = tmp_path / "mllm.sqlite"
-    res = CliRunner().invoke(app, ["ground", "run", str(root), "--expert", "mllm", "--model", "tiny-random", "--prompt", "muva", "--device", "cpu", "--out", str(out), "--no-progress"])
+    res = CliRunner().invoke(app, ["ground", "run", str(root), "--expert", "mllm", "-X", "model=tiny-random", "-X", "prompt=muva", "-X", "device=cpu", "--out", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
     from muva.grounding.cache import GroundingCache
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import List, Optional
 
 import typer
 
@@ -48,9 +49,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    plugins: Optional[List[str]] = typer.Option(None, "--import", "-I", metavar="MODULE", help="Import a plugin module (name or .py file) that registers datasets, experts, ...; repeatable. Also $MUVA_PLUGINS and the 'muva.plugins' entry points (docs/extending.md)."),
 ) -> None:
     """Domain-generalised person re-identification with CLIP (MUVA)."""
     from muva.utils.memory import retain_freed_memory, tuning_enabled
+    from muva.utils.plugins import load_plugins
+
+    load_plugins(plugins or [])
 
     if tuning_enabled():  # faster CPU tensor work: no page-faulting of every batch (muva.utils.memory)
         retain_freed_memory()
@@ -58,6 +63,33 @@ def _root(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
+
+
+def _translating(fn):
+    """``fn`` with muva errors turned into their message and exit code (the one place that does it)."""
+    import functools
+
+    @functools.wraps(fn)  # typer reads the parameters through __wrapped__
+    def command(*args, **kwargs):
+        from muva.utils.errors import MuvaError
+
+        try:
+            return fn(*args, **kwargs)
+        except MuvaError as exc:
+            raise typer.Exit(report_error(exc)) from None
+
+    return command
+
+
+def _translate_all(group: typer.Typer) -> None:
+    for info in group.registered_commands:
+        if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
+            info.callback = _translating(info.callback)
+    for sub in group.registered_groups:
+        _translate_all(sub.typer_instance)
+
+
+_translate_all(app)
 
 
 def report_error(exc: BaseException) -> int:

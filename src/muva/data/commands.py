@@ -16,13 +16,6 @@ OPTION_HELP = (
     "Dataset option KEY=VALUE, repeatable: goes to the datasets whose parser takes KEY "
     "(e.g. split=3, variant=labeled, train_split=train+val, pattern=REGEX); DATASET.KEY=VALUE for one dataset only."
 )
-# What `muva data check` looks at when no name is given.
-CHECK_DEFAULT = (
-    "market1501", "dukemtmcreid", "msmt17", "cuhk03np-labeled", "cuhk03np-detected", "cuhk02",
-    "cuhksysu", "viper", "prid2011", "grid", "ilids", "mars",
-)
-
-
 def _dataset_options(specs: List[str], pairs: Optional[List[str]]) -> list[dict]:
     """Each spec's options from the ``--dataset-option`` flags; a bad flag is a one-line error."""
     from rich.markup import escape
@@ -33,7 +26,7 @@ def _dataset_options(specs: List[str], pairs: Optional[List[str]]) -> list[dict]
     try:
         return dataset_options_for(specs, pairs)
     except DatasetError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
 
 
 @data_app.command("summary")
@@ -61,9 +54,9 @@ def summary(
     except UnusableDatasetError as exc:
         if exc.dataset is not None:
             console.print(exc.dataset.summary_table())
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     except DatasetError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     console.print(ds.summary_table())
     for key in ("train_split", "variant", "split", "query_mode"):
         if key in ds.info:
@@ -104,14 +97,14 @@ def check(
     from rich.markup import escape
     from rich.table import Table
 
-    from muva.data.datasets import DATASETS, DatasetError, UnusableDatasetError, data_root, open_dataset
+    from muva.data.datasets import DATASETS, STANDARD_DATASETS, DatasetError, UnusableDatasetError, data_root, open_dataset
     from muva.data.datasets.layout import missing_root_message
     from muva.data.datasets.official import official_stats
     from muva.data.images import find_bad_images
     from muva.data.records import SPLITS, SplitStats
 
     console = Console()
-    specs = list(names or CHECK_DEFAULT)
+    specs = list(names or STANDARD_DATASETS)  # the datasets whose registry record says "standard"
     per_spec = _dataset_options(specs, dataset_option)
     table = Table(title="dataset check (found / official)")
     for col, just in (("dataset", "left"), ("split", "left"), ("identities", "right"), ("images", "right"), ("cameras", "right"), ("status", "left")):

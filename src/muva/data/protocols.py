@@ -126,14 +126,17 @@ class Protocol:
         return iter(self.settings)
 
 
-def _target(label: str, num_splits: int = 1) -> Target:
+def _target(label: str, fixed_splits: bool = False) -> Target:
+    """A target; ``fixed_splits``: evaluated on every one of its fixed splits (the count its dataset record gives)."""
+    from muva.data.datasets import dataset_record
+
     _, dataset, options = ABBREV[label]
-    return Target(dataset, dict(options), num_splits, label)
+    return Target(dataset, dict(options), dataset_record(dataset).num_splits if fixed_splits else 1, label)
 
 
-def _setting(srcs: list[str], tgts: list[str], split: str = "train", num_splits: int = 1, paper=None) -> Setting:
+def _setting(srcs: list[str], tgts: list[str], split: str = "train", fixed_splits: bool = False, paper=None) -> Setting:
     name = "+".join(srcs) + "->" + "+".join(tgts)
-    return Setting(name, [(ABBREV[s][0], split) for s in srcs], [_target(t, num_splits) for t in tgts], dict(paper or {}))
+    return Setting(name, [(ABBREV[s][0], split) for s in srcs], [_target(t, fixed_splits) for t in tgts], dict(paper or {}))
 
 
 # The MUVA paper's single-source table: (MUVA, best other in the paper's table), mAP / Rank-1.
@@ -186,7 +189,7 @@ P1_TARGETS = ("PRID", "GRID", "VIPeR", "iLIDS")
 
 def _protocol1(with_duke: bool) -> Protocol:
     srcs = ["MA", "D", "C2", "C3", "SYSU"] if with_duke else ["MA", "C2", "C3", "SYSU"]
-    setting = _setting(srcs, list(P1_TARGETS), split="all", num_splits=10)
+    setting = _setting(srcs, list(P1_TARGETS), split="all", fixed_splits=True)
     return Protocol(
         "protocol1" if with_duke else "protocol1-noduke",
         "Protocol 1: all images of " + ", ".join(srcs) + " → PRID, GRID, VIPeR, iLIDS (10 splits each, mean)",

@@ -117,15 +117,9 @@ def demo_cmd(
 ) -> None:
     """The quick start: synthetic domains → grounding → train MUVA and the global baseline → evaluate on an
     unseen domain → runs/demo/report.html.  CPU only, no downloads, a few minutes on 2 cores."""
-    from muva.config import ConfigError
-    from muva.utils.console import fail
+    from muva.viz.demo import run_demo
 
-    try:
-        from muva.viz.demo import run_demo
-
-        run_demo(out, config, overrides or [])
-    except ConfigError as exc:
-        raise fail(str(exc))
+    run_demo(out, config, overrides or [])
 
 
 def protocol_run_cmd(
@@ -141,21 +135,9 @@ def protocol_run_cmd(
 
     A finished setting is reused only when its provenance (config, weights, grounding caches, image lists) matches.
     """
-    from rich.markup import escape
+    from muva.engine.protocol import run_protocol
 
-    from muva.utils.console import fail
-    from muva.utils.errors import MuvaError, RunInterrupted
-
-    try:
-        from muva.engine.protocol import run_protocol
-
-        run_protocol(name, config, overrides or [], settings=setting or None, out=out, dry_run=dry_run, rerun=rerun)
-    except RunInterrupted:
-        raise  # muva.cli.main reports it ("stopped: ...", exit 130)
-    except (MuvaError, KeyError, ValueError) as exc:
-        plain_key = isinstance(exc, KeyError) and not isinstance(exc, MuvaError) and exc.args
-        message = str(exc.args[0]) if plain_key else str(exc)
-        raise fail(escape(message.strip('"')), code=getattr(exc, "exit_code", 2)) from None
+    run_protocol(name, config, overrides or [], settings=setting or None, out=out, dry_run=dry_run, rerun=rerun)
 
 
 def register(app: typer.Typer) -> None:

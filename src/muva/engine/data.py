@@ -50,10 +50,19 @@ def spec_options(spec: str, cfg: DataConfig) -> dict[str, Any]:
 
 
 def open_spec(spec: str, cfg: DataConfig) -> ReIDDataset:
-    """Open one dataset spec (a registered name, a folder, or ``synth:PATH``) with its options."""
-    from muva.data.datasets import open_dataset
+    """Open one dataset spec (a registered name, a folder, or ``synth:PATH``) with its options.
 
-    return open_dataset(spec, cfg.root, **spec_options(spec, cfg))
+    Resolved by :func:`muva.data.datasets.resolve_source`; training and evaluation need
+    identities, so a plain image folder (no dataset layout) is an error here.
+    """
+    from muva.data.datasets import resolve_source
+
+    source = resolve_source(spec, cfg.root, spec_options(spec, cfg))
+    if source.dataset is None:
+        raise DatasetError(f"{source.not_dataset} ({spec} is a plain folder of {len(source.images())} image(s); training "
+                           "and evaluation need a dataset: a registered name, a Market-1501 or MARS layout folder, "
+                           "a synthetic domain, or 'custom' with -O path=... -O pattern=...)")
+    return source.dataset
 
 
 def build_sources(cfg: DataConfig, check_images: bool | None = None, progress: bool = False) -> TrainData:

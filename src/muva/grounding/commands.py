@@ -25,7 +25,7 @@ class _DefaultRunGroup(TyperGroup):
 
 ground_app = typer.Typer(
     cls=_DefaultRunGroup,
-    help="Body-part boxes from a grounding expert (pose, prior, mllm, import): run, stats, show, eval, merge. "
+    help="Body-part boxes from a grounding expert (pose, prior, mllm, import): run, experts, stats, show, eval, merge. "
     "'muva ground DATASET ...' is short for 'muva ground run DATASET ...'.",
     no_args_is_help=True,
 )
@@ -41,14 +41,39 @@ def _parts(text: str) -> tuple[str, ...]:
         raise fail(str(exc))
 
 
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str, flag: str = "--input-size") -> tuple[int, int]:
     from muva.utils.console import fail
 
     try:
         h, w = (int(v) for v in text.lower().split("x"))
         return h, w
     except ValueError:
-        raise fail(f"--input-size must look like HxW (e.g. 256x128), not {text!r}")
+        raise fail(f"{flag} must look like HxW (e.g. 256x128), not {text!r}")
+
+
+_DEPRECATED = "Deprecated expert flags (use -X KEY=VALUE)"
+# Old per-expert flags → the expert option they set.
+_LEGACY_FLAGS = {"--pose-model": "model_path", "--threads": "threads", "--model": "model", "--size": "size", "--prompt": "prompt",
+                 "--answer-format": "answer_format", "--device": "device", "--masks": "masks", "--grid": "grid"}
+
+
+def _expert_options(name: str, items: List[str], legacy: dict):
+    """The chosen expert's options from ``-X KEY=VALUE`` and the deprecated flags (``-X`` wins); checked before any image is read."""
+    from muva.utils.console import fail
+    from muva.grounding.experts import EXPERTS, expert_options, option_infos
+    from muva.utils.errors import MuvaError
+
+    owners = {n: {i.name for i in option_infos(n)} for n in EXPERTS}
+    for flag in legacy:
+        if _LEGACY_FLAGS[flag] not in owners[name]:
+            raise fail(f"{flag} is an option of the {' / '.join(n for n, keys in owners.items() if _LEGACY_FLAGS[flag] in keys)} "
+                       f"expert, not of {name}; 'muva ground experts {name}' lists the options of {name}")
+    try:
+        options = expert_options(name, items, {_LEGACY_FLAGS[flag]: v for flag, v in legacy.items()})
+        EXPERTS.get(name).check_options(options)
+    except MuvaError as exc:
+        raise fail(str(exc))
+    return options
 
 
 def _image_sets(datasets: List[str], root: Optional[Path], splits: List[str], option_pairs: Optional[List[str]], console) -> list:
@@ -60,51 +85,35 @@ def _image_sets(datasets: List[str], root: Optional[Path], splits: List[str], op
     """
     from rich.markup import escape
 
+    from muva.data.datasets import DatasetError, dataset_options_for, resolve_source
+    from muva.grounding.run import SPLIT_NAMES, ImageSet
     from muva.utils.console import fail
-    from muva.data.datasets import DatasetError, UnusableDatasetError, dataset_options_for, open_dataset
-    from muva.grounding.run import SPLIT_NAMES, ImageSet, resolve_images
 
     bad = [s for s in splits if s not in SPLIT_NAMES]
     if bad or not splits:
         raise fail(f"--splits: unknown split(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(SPLIT_NAMES)}")
-    try:
-        per_spec = dataset_options_for(datasets, option_pairs)
-    except DatasetError as exc:
-        raise fail(escape(str(exc)))
+    per_spec = dataset_options_for(datasets, option_pairs)  # a bad option is a DatasetError: reported at the CLI edge
     sets = []
     for spec, opts in zip(datasets, per_spec):
-        path = Path(spec).expanduser()
         try:
-            ds = open_dataset(str(path) if path.exists() else spec, root, **opts)
-        except UnusableDatasetError as exc:
-            ds = exc.dataset
-            if ds is None or not any(ds.split(s) for s in splits):
-                raise fail(escape(f"nothing to ground in {spec}: {exc}"))
-            console.print(f"[yellow]note:[/] {escape(str(exc))}; grounding the images that were read", highlight=False)
+            src = resolve_source(spec, root, opts or None, keep_unusable=True)
         except DatasetError as exc:
-            if opts or not path.is_dir():
-                raise fail(escape(f"cannot read {spec!r} as a dataset or image folder: {exc}"))
-            try:  # not a dataset layout: a plain folder of images
-                images = resolve_images(spec, root, splits)
-            except (DatasetError, ValueError):
-                raise fail(escape(f"cannot read {spec!r} as a dataset or image folder: nothing to ground in {path}, it holds "
-                                  "no image file (give a dataset folder: Market-1501 or MARS layout, a synthetic domain; "
-                                  "or any folder of images)"))
-            if not images.paths:
-                raise fail(escape(f"nothing to ground in {path}: no image file under it"))
-            sets.append(images)
-            continue
-        paths = list(dict.fromkeys(str(Path(r.path).resolve()) for s in splits for r in ds.split(s)))
+            raise fail(f"cannot read {spec!r} as a dataset or image folder: {exc}") from None
+        if src.problem is not None:
+            if not src.images(splits):
+                raise fail(f"nothing to ground in {spec}: {src.problem}")
+            console.print(f"[yellow]note:[/] {escape(str(src.problem))}; grounding the images that were read", highlight=False)
+        paths = src.images(splits)
         if not paths:
-            raise fail(escape(f"nothing to ground in {spec}: its split(s) {', '.join(splits)} hold no image"))
-        sets.append(ImageSet(ds.name, Path(ds.root).resolve(), paths))
+            raise fail(f"nothing to ground in {spec}: its split(s) {', '.join(splits)} hold no image")
+        sets.append(ImageSet(src.name, src.root, paths))
     return sets
 
 
 @ground_app.command("run")
 def run(
     datasets: List[str] = typer.Argument(..., help="Dataset folder(s) (Market layout, synthetic domain, image folder) or registered name(s) with --root."),
-    expert: str = typer.Option("pose", "--expert", "-e", help="prior | pose | mllm | import."),
+    expert: str = typer.Option("pose", "--expert", "-e", help="prior | pose | mllm | import (or a plugin); 'muva ground experts' lists them with their options."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root for registered dataset names (default $MUVA_DATA or ./data)."),
     dataset_option: Optional[List[str]] = typer.Option(
         None, "--dataset-option", "-O", metavar="KEY=VALUE",
@@ -118,15 +127,20 @@ def run(
     workers: int = typer.Option(2, "--workers", help="Threads decoding images ahead of the expert."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Stop after this many new images (trial runs)."),
     redo: bool = typer.Option(False, "--redo", help="Recompute images already in the cache."),
-    pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="pose: path of pose_landmark_full.tflite (default: fetched from the mediapipe wheel)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="pose: LiteRT threads."),
-    model: Optional[str] = typer.Option(None, "--model", help="mllm: Hugging Face id or folder (default Qwen2.5-VL-7B-Instruct; tiny-random = offline smoke test)."),
-    size: str = typer.Option("7b", "--size", help="mllm: 7b or 3b."),
-    prompt: str = typer.Option("qwen", "--prompt", help="mllm: qwen (JSON pixel boxes) or muva (CogVLM-style instruction)."),
-    answer_format: str = typer.Option("auto", "--answer-format", help="mllm: auto, qwen2.5, rel1000, cogvlm, florence2, gdino."),
-    device: str = typer.Option("auto", "--device", help="mllm: cuda, cpu or auto."),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="import: the authors' mask pickle."),
-    grid: str = typer.Option("16x8", "--grid", help="import: patch grid rows x cols of the pickle."),
+    expert_option: Optional[List[str]] = typer.Option(
+        None, "--expert-option", "-X", metavar="KEY=VALUE",
+        help="Option of the chosen expert, repeatable (e.g. -X threads=2, -X model=tiny-random, -X masks=m.pkl); "
+        "'muva ground experts' lists every expert's options.",
+    ),
+    pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="= -X model_path=PATH (pose).", rich_help_panel=_DEPRECATED),
+    threads: Optional[int] = typer.Option(None, "--threads", help="= -X threads=N (pose).", rich_help_panel=_DEPRECATED),
+    model: Optional[str] = typer.Option(None, "--model", help="= -X model=ID (mllm).", rich_help_panel=_DEPRECATED),
+    size: Optional[str] = typer.Option(None, "--size", help="= -X size=7b|3b (mllm).", rich_help_panel=_DEPRECATED),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="= -X prompt=qwen|muva (mllm).", rich_help_panel=_DEPRECATED),
+    answer_format: Optional[str] = typer.Option(None, "--answer-format", help="= -X answer_format=FORMAT (mllm).", rich_help_panel=_DEPRECATED),
+    device: Optional[str] = typer.Option(None, "--device", help="= -X device=cuda|cpu|auto (mllm).", rich_help_panel=_DEPRECATED),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="= -X masks=PATH.pkl (import).", rich_help_panel=_DEPRECATED),
+    grid: Optional[str] = typer.Option(None, "--grid", help="= -X grid=[ROWS,COLS] (import; here ROWSxCOLS).", rich_help_panel=_DEPRECATED),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Compute one box per part for every image and store them in a resumable cache."""
@@ -134,7 +148,7 @@ def run(
 
     from muva.utils.console import fail
     from muva.grounding.cache import GroundingCacheError, default_cache_path, parse_shard, shard_path
-    from muva.grounding.experts import EXPERTS, build_expert
+    from muva.grounding.experts import EXPERTS, build_expert, options_dict
 
     console = Console()
     part_names = _parts(parts)
@@ -145,18 +159,12 @@ def run(
         raise fail(str(exc).strip('"'))
     if out is not None and len(datasets) > 1:
         raise fail("--out names one cache file; with several datasets leave it out (each gets runs/grounding/<dataset>/<expert>.sqlite)")
-    options: dict = {"parts": part_names}
-    if name == "pose":
-        options.update(model_path=pose_model, threads=threads)
-    elif name == "mllm":
-        options.update(model=model, size=size, prompt=prompt, answer_format=answer_format, device=device)
-    elif name == "import":
-        if masks is None:
-            raise fail("the import expert needs the authors' mask pickle: --masks PATH.pkl")
-        options.update(masks=masks, grid=_size(grid))
+    legacy = {"--pose-model": pose_model, "--threads": threads, "--model": model, "--size": size, "--prompt": prompt,
+              "--answer-format": answer_format, "--device": device, "--masks": masks, "--grid": None if grid is None else _size(grid, "--grid")}
+    options = _expert_options(name, expert_option or [], {flag: v for flag, v in legacy.items() if v is not None})
     sets = _image_sets(datasets, root, [s.strip() for s in splits.split(",") if s.strip()], dataset_option, console)
     try:
-        exp = build_expert(name, **options)
+        exp = build_expert(name, parts=part_names, **options_dict(options))
     except Exception as exc:  # model missing, package missing, bad pickle: say so plainly
         raise fail(f"cannot build the {name} expert: {exc}")
     from muva.grounding.run import ground_images
@@ -178,6 +186,39 @@ def run(
         raise fail(str(exc))
     finally:
         exp.close()
+
+
+@ground_app.command("experts")
+def experts(
+    name: Optional[str] = typer.Argument(None, help="One expert (default: all)."),
+) -> None:
+    """List the grounding experts and their options (set with 'muva ground run -e NAME -X KEY=VALUE')."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from muva.utils.console import fail
+    from muva.grounding.experts import EXPERTS, option_infos
+    from muva.registry import RegistryError
+
+    try:
+        names = [EXPERTS.canonical(name)] if name else EXPERTS.names()
+    except RegistryError as exc:
+        raise fail(str(exc).strip('"'))
+    con = Console()
+    for n in names:
+        aliases = EXPERTS.aliases_of(n)
+        title = f"{n}" + (f" (also: {', '.join(aliases)})" if aliases else "") + f": {EXPERTS.summaries.get(n, '')}"
+        infos = option_infos(n)
+        if not infos:
+            con.print(f"[bold]{escape(title)}[/]\n  no options\n", highlight=False)
+            continue
+        table = Table(title=escape(title), title_justify="left", title_style="bold")
+        for col in ("option", "type", "default", "help"):
+            table.add_column(col)
+        for i in infos:
+            table.add_row(i.name, escape(i.type), escape(i.default), escape(i.help))
+        con.print(table)
 
 
 @ground_app.command("stats")

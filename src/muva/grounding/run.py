@@ -27,47 +27,29 @@ class ImageSet:
 
 
 def _image_folder(folder: Path) -> list[str]:
-    from muva.data.records import is_image_file
+    """Every image under ``folder`` (resolved paths, hidden entries left out)."""
+    from muva.data.datasets.resolve import folder_records
 
-    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    return [str(Path(r.path).resolve()) for r in folder_records(folder)]
 
 
 def resolve_images(spec: str, root: str | Path | None = None, splits: Sequence[str] = SPLIT_NAMES) -> ImageSet:
-    """Find the images of ``spec``: a registered dataset name (with ``root``) or a folder.
+    """Find the images of ``spec``: a registered dataset name (with ``root``), a dataset folder,
+    ``synth:PATH`` or a plain image folder (all images below it).
 
-    Uses :func:`muva.data.open_dataset` when available (registered names, Market-layout
-    and synthetic folders), else :func:`muva.data.load_dataset`.  A folder that is no
-    known dataset layout is taken as a plain image folder (all images below it).
+    A thin user of :func:`muva.data.datasets.resolve_source`; an unknown split is a
+    ``ValueError``, a spec that is neither a dataset nor an image folder a ``DatasetError``.
     """
-    import muva.data as data
+    from muva.data.datasets import DatasetError, resolve_source
 
     bad = [s for s in splits if s not in SPLIT_NAMES]
     if bad:
         raise ValueError(f"unknown split(s) {', '.join(bad)}; choose from {', '.join(SPLIT_NAMES)}")
-    ds = None
-    errors = []
-    path = Path(spec).expanduser()
-    opener = getattr(data, "open_dataset", None)
     try:
-        if opener is not None:
-            ds = opener(str(path) if path.exists() else spec, root=root)
-        elif path.is_dir():
-            ds = data.load_dataset("market1501", path)
-        else:
-            ds = data.load_dataset(spec, root)
-    except (data.DatasetError, KeyError, ValueError) as exc:
-        errors.append(str(exc).strip('"'))
-    if ds is None:
-        if path.is_dir():
-            paths = _image_folder(path)
-            if paths:
-                return ImageSet(path.name, path.resolve(), paths)
-        raise data.DatasetError(f"cannot read {spec!r} as a dataset or image folder: {'; '.join(errors) or 'no images found'}")
-    seen: dict[str, None] = {}
-    for split in splits:
-        for rec in ds.split(split):
-            seen.setdefault(str(Path(rec.path).resolve()), None)
-    return ImageSet(ds.name, Path(ds.root).resolve(), list(seen))
+        source = resolve_source(spec, root, keep_unusable=True)  # a partly readable dataset: the images read
+    except DatasetError as exc:
+        raise DatasetError(f"cannot read {spec!r} as a dataset or image folder: {exc}") from None
+    return ImageSet(source.name, source.root, source.images(splits))
 
 
 def load_image(path: str):

@@ -8,45 +8,21 @@ recursively; identity and camera are read from Market-style ``PPPP_cC…`` or MA
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from muva.data.datasets.market1501 import parse_market_filename
-from muva.data.datasets.mars import parse_mars_filename
-from muva.data.records import DatasetError, is_image_file
+from muva.data.datasets.resolve import folder_records, parse_identity
+from muva.data.records import DatasetError
 
 DEFAULT_SPLITS = ("query", "gallery")
 
 
-def parse_identity(name: str) -> tuple[int, int]:
-    """(pid, 0-based camid) from a Market- or MARS-style file name, else (-1, -1).
-
-    >>> parse_identity("0002_c1s1_000451_03.jpg"), parse_identity("0003C4T0003F001.jpg"), parse_identity("cat.png")
-    ((2, 0), (3, 3), (-1, -1))
-    """
-    base = os.path.basename(name)
-    for parse in (parse_market_filename, lambda n: parse_mars_filename(n)[:2]):
-        try:
-            return parse(base)
-        except DatasetError:
-            continue
-    return -1, -1
+__all__ = ["DEFAULT_SPLITS", "parse_identity", "folder_rows", "gather_rows", "extract_to_folder"]
 
 
 def folder_rows(folder: str | Path) -> list[dict]:
     """Rows (path, pid, camid, split="", dataset="") for every image under ``folder``."""
-    folder = Path(folder)
-    rows = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            if f.startswith(".") or not is_image_file(f):
-                continue
-            path = os.path.join(dirpath, f)
-            pid, cam = parse_identity(f)
-            rows.append({"path": path, "pid": pid, "camid": cam, "split": "", "dataset": ""})
-    return rows
+    return [{"path": r.path, "pid": r.pid, "camid": r.camid, "split": "", "dataset": ""} for r in folder_records(folder)]
 
 
 def gather_rows(source: str, *, root: str | Path | None = None, splits: Sequence[str] = DEFAULT_SPLITS,
@@ -55,34 +31,22 @@ def gather_rows(source: str, *, root: str | Path | None = None, splits: Sequence
 
     A dataset contributes the records of ``splits``; a plain folder contributes every
     image under it.  ``options`` (dataset options, e.g. ``{"split": 3}``) mean ``source``
-    must be a dataset.  Raises :class:`DatasetError` when ``source`` is neither.
+    must be a dataset.  Raises :class:`DatasetError` when ``source`` is neither (see
+    :func:`muva.data.datasets.resolve_source`).
     """
-    from muva.data.datasets import open_dataset
+    from muva.data.datasets import UnusableDatasetError, resolve_source
 
-    path = Path(source)
-    if path.is_file():
-        raise DatasetError(f"{source} is a file; pass a dataset name, a dataset folder or a folder of images")
-    if options:
-        ds = open_dataset(source, root, **options)
-    else:
-        try:
-            ds = open_dataset(source, root)
-        except (DatasetError, KeyError) as exc:
-            if not path.is_dir():
-                raise DatasetError(f"{source!r} is neither a registered dataset nor a folder: "
-                                   f"{str(exc).strip(chr(34))}") from exc
-            rows = folder_rows(path)
-            if not rows:
-                raise DatasetError(f"no images found under {path}") from exc
-            return rows, {"kind": "folder", "path": str(path.resolve())}
-    rows = [{"path": str(r.path), "pid": r.pid, "camid": r.camid, "split": split, "dataset": r.dataset or ds.name}
-            for split in splits for r in ds.split(split)]
+    path = Path(source).expanduser()
+    try:
+        src = resolve_source(source, root, options)
+    except DatasetError as exc:
+        if options or path.exists() or isinstance(exc, UnusableDatasetError):
+            raise
+        raise DatasetError(f"{source!r} is neither a registered dataset nor a folder: {str(exc).strip(chr(34))}") from None
+    rows = src.rows(splits)
     if not rows:
-        raise DatasetError(f"dataset {ds.name} has no images in split(s) {', '.join(splits)}")
-    source_info = {"kind": "dataset", "name": ds.name, "root": str(ds.root), "splits": list(splits)}
-    if options:
-        source_info["dataset_options"] = dict(options)
-    return rows, source_info
+        raise DatasetError(f"dataset {src.name} has no images in split(s) {', '.join(splits)}")
+    return rows, src.describe(splits)
 
 
 def extract_to_folder(

@@ -1,7 +1,13 @@
 """Dataset parsers, registered by name in :data:`DATASETS`.
 
 Each entry is a callable ``parser(root: Path, **options) -> ReIDDataset``; ``root`` is the
-data root (``--root`` or ``$MUVA_DATA``) under which the dataset's own folder lives.
+data root (``--root`` or ``$MUVA_DATA``) under which the dataset's own folder lives.  A
+dataset is added with :func:`register_dataset`, which also stores its
+:class:`DatasetRecord` (whether it is a standard benchmark, how many fixed splits it has);
+every consumer reads those facts from :func:`dataset_record`.
+
+:func:`resolve_source` turns any spec (name, dataset folder, ``synth:PATH`` or a plain
+folder of images) into a :class:`Source`; the grounding, extraction and training code use it.
 
 :func:`open_dataset` is the one entry point for users: a registered name (``market1501``,
 ``dukemtmcreid``, ``msmt17``, ``cuhk03np``, ``cuhk02``, ``cuhksysu``, ``viper``,
@@ -17,10 +23,75 @@ import json
 import os
 from pathlib import Path
 
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
 from muva.data.records import DatasetError, ReIDDataset, UnusableDatasetError
 from muva.registry import Registry
 
 DATASETS = Registry("dataset")
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """What the code knows about a registered dataset besides its parser.
+
+    Attributes:
+        name: the canonical registered name.
+        parser: ``parser(root, **options) -> ReIDDataset``.
+        standard: an official benchmark release, shown by ``muva data check`` when no name is given.
+        num_splits: fixed query/gallery splits (option ``split`` = 0..num_splits-1); 1 when none.
+    """
+
+    name: str
+    parser: Callable[..., ReIDDataset]
+    standard: bool = False
+    num_splits: int = 1
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The option names the parser takes (its keywords but ``root``)."""
+        return tuple(p for p in inspect.signature(self.parser).parameters if p != "root")
+
+    @property
+    def aliases(self) -> list[str]:
+        return DATASETS.aliases_of(self.name)
+
+    @property
+    def summary(self) -> str:
+        return (self.parser.__doc__ or "").strip().splitlines()[0] if self.parser.__doc__ else ""
+
+
+_RECORDS: dict[str, DatasetRecord] = {}
+
+
+def register_dataset(name: str, *, aliases: tuple[str, ...] = (), standard: bool = False, num_splits: int = 1):
+    """Register a dataset parser under ``name`` with its :class:`DatasetRecord` (the one place to add a dataset)."""
+
+    def deco(parser):
+        DATASETS.add(name, parser, aliases=aliases)
+        key = DATASETS.canonical(name)
+        _RECORDS[key] = DatasetRecord(key, parser, standard=standard, num_splits=int(num_splits))
+        return parser
+
+    return deco
+
+
+def dataset_record(name: str) -> DatasetRecord:
+    """The :class:`DatasetRecord` of a registered name or alias (a :class:`DatasetError` otherwise)."""
+    if not isinstance(name, str) or name not in DATASETS:
+        raise unknown_dataset_error(str(name))
+    key = DATASETS.canonical(name)
+    if key not in _RECORDS:  # registered with DATASETS.register directly: no record
+        raise DatasetError(f"dataset {key!r} is registered without a record; register it with "
+                           "muva.data.datasets.register_dataset")
+    return _RECORDS[key]
+
+
+def dataset_records() -> list[DatasetRecord]:
+    """Every dataset's record, in registration order."""
+    return [_RECORDS[n] for n in _RECORDS]
 
 # Importing the modules registers their parsers.
 from muva.data.datasets import market1501  # noqa: E402,F401
@@ -31,11 +102,8 @@ from muva.data.datasets import small_targets  # noqa: E402,F401
 from muva.data.datasets import mars  # noqa: E402,F401
 from muva.data.datasets import custom  # noqa: E402,F401
 
-# Datasets with an official layout (everything but ``custom``).
-STANDARD_DATASETS = (
-    "market1501", "dukemtmcreid", "msmt17", "cuhk03np", "cuhk02", "cuhksysu",
-    "viper", "prid2011", "grid", "ilids", "mars",
-)
+# The official benchmark releases (what `muva data check` shows by default), from the records.
+STANDARD_DATASETS = tuple(r.name for r in dataset_records() if r.standard)
 
 
 def data_root(root: str | Path | None = None) -> Path:
@@ -64,18 +132,14 @@ def load_dataset(name: str, root: str | Path | None = None, **options) -> ReIDDa
     is found but has an empty split (or a split where no file name parses) is an
     :class:`~muva.data.records.UnusableDatasetError` naming the split.
     """
-    import inspect
-
     from muva.data.datasets.usable import require_usable
 
-    if name not in DATASETS:
-        raise unknown_dataset_error(name)
-    parser = DATASETS.get(name)
+    record = dataset_record(name)
+    parser = record.parser
     if options:
-        params = inspect.signature(parser).parameters
-        unknown = [k for k in options if k not in params]
+        unknown = [k for k in options if k not in record.options]
         if unknown:
-            accepted = [p for p in params if p != "root"]
+            accepted = record.options
             raise DatasetError(
                 f"dataset {DATASETS.canonical(name)!r} has no option {', '.join(map(repr, unknown))}; "
                 f"accepted: {', '.join(accepted) or 'none'}"
@@ -161,17 +225,25 @@ def open_dataset(spec: str | Path | ReIDDataset, root: str | Path | None = None,
 
 
 from muva.data.datasets.options import dataset_options_for, parse_dataset_options  # noqa: E402
+from muva.data.datasets.resolve import Source, parse_identity, resolve_source  # noqa: E402
 
 __all__ = [
     "DATASETS",
     "STANDARD_DATASETS",
     "DatasetError",
+    "DatasetRecord",
+    "Source",
     "UnusableDatasetError",
     "data_root",
     "dataset_options_for",
+    "dataset_record",
+    "dataset_records",
     "load_dataset",
     "open_dataset",
     "open_path",
     "parse_dataset_options",
+    "parse_identity",
+    "register_dataset",
+    "resolve_source",
     "unknown_dataset_error",
 ]

@@ -26,7 +26,7 @@ import csv
 import re
 from pathlib import Path
 
-from muva.data.datasets import DATASETS
+from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import image_files
 from muva.data.records import (
     DISTRACTOR_PID,
@@ -141,7 +141,7 @@ def read_csv(csv_file: Path, name: str = "custom") -> ReIDDataset:
     return _build(name, base, rows, {"source": "csv", "csv": str(csv_file)})
 
 
-@DATASETS.register("custom", aliases=("folder",))
+@register_dataset("custom", aliases=("folder",))
 def custom(
     root: Path,
     path: str | Path | None = None,

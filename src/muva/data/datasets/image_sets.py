@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from muva.data.datasets import DATASETS
+from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import image_files, locate, nestings
 from muva.data.records import DatasetError, ImageRecord, ReIDDataset
 
@@ -23,7 +23,7 @@ CUHK02_PAIRS = ("P1", "P2", "P3", "P4", "P5")
 CUHK02_NESTINGS = nestings("Dataset", "cuhk02", "CUHK02", "CUHK-02", "cuhk-02")
 
 
-@DATASETS.register("cuhk02", aliases=("cuhk-02",))
+@register_dataset("cuhk02", aliases=("cuhk-02",), standard=True)
 def cuhk02(root: Path) -> ReIDDataset:
     """CUHK02: 1,816 identities, 7,264 images, 5 camera pairs (10 cameras), all in ``train``."""
     folder = locate(Path(root), "CUHK02", list(CUHK02_PAIRS), CUHK02_NESTINGS)
@@ -44,7 +44,7 @@ _SYSU_NAME = re.compile(r"^p(\d+)_s(\d+)")
 CUHKSYSU_NESTINGS = nestings("cuhksysu", "CUHK-SYSU", "cuhk-sysu", "cuhk_sysu", "CUHK_SYSU", "cuhksysu4reid")
 
 
-@DATASETS.register("cuhksysu", aliases=("cuhk-sysu", "sysu"))
+@register_dataset("cuhksysu", aliases=("cuhk-sysu", "sysu"), standard=True)
 def cuhksysu(root: Path) -> ReIDDataset:
     """CUHK-SYSU person crops: 11,934 identities, 34,574 images, all in ``train``."""
     folder = locate(Path(root), "CUHK-SYSU", ["cropped_images"], CUHKSYSU_NESTINGS)

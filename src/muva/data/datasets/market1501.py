@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from muva.data.datasets import DATASETS
+from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import image_files, locate, nestings
 from muva.data.records import DISTRACTOR_PID, JUNK_PID, DatasetError, ImageRecord, ReIDDataset
 
@@ -87,7 +87,7 @@ MARKET_NAMES = ("Market-1501-v15.09.15", "market1501", "Market-1501", "market", 
 MARKET_NESTINGS = nestings(*MARKET_NAMES)
 
 
-@DATASETS.register("market1501", aliases=("market", "market-1501", "ma"))
+@register_dataset("market1501", aliases=("market", "market-1501", "ma"), standard=True)
 def market1501(root: Path) -> ReIDDataset:
     """Market-1501 (Zheng et al. 2015): 751 train ids, 750 query ids, 6 cameras."""
     folder = locate(Path(root), "Market-1501", list(MARKET_FOLDERS.values()), MARKET_NESTINGS)

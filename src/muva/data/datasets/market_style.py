@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from muva.data.datasets import DATASETS
+from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import locate, nestings
 from muva.data.datasets.market1501 import MARKET_FOLDERS, read_market_layout
 from muva.data.records import DatasetError, ReIDDataset
@@ -20,7 +20,7 @@ from muva.data.records import DatasetError, ReIDDataset
 DUKE_NESTINGS = nestings("DukeMTMC-reID", "dukemtmc-reid", "dukemtmcreid", "dukemtmc", "DukeMTMC", "duke")
 
 
-@DATASETS.register("dukemtmcreid", aliases=("duke", "dukemtmc", "dukemtmc-reid", "d"))
+@register_dataset("dukemtmcreid", aliases=("duke", "dukemtmc", "dukemtmc-reid", "d"), standard=True)
 def dukemtmcreid(root: Path) -> ReIDDataset:
     """DukeMTMC-reID (Ristani et al. 2016; Zheng et al. 2017): 702 train ids, 8 cameras."""
     folder = locate(Path(root), "DukeMTMC-reID", list(MARKET_FOLDERS.values()), DUKE_NESTINGS)
@@ -37,7 +37,7 @@ def _cuhk03_nestings(variant: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-@DATASETS.register("cuhk03np", aliases=("cuhk03-np", "cuhk03", "c3"))
+@register_dataset("cuhk03np", aliases=("cuhk03-np", "cuhk03", "c3"))
 def cuhk03np(root: Path, variant: str = "detected") -> ReIDDataset:
     """CUHK03-NP (new protocol): 767 train / 700 test ids, 2 cameras; ``variant`` detected|labeled."""
     variant = str(variant).lower()
@@ -51,13 +51,13 @@ def cuhk03np(root: Path, variant: str = "detected") -> ReIDDataset:
     return read_market_layout(folder, "cuhk03np", info={"variant": variant})
 
 
-@DATASETS.register("cuhk03np-detected", aliases=("cuhk03-detected", "c3d"))
+@register_dataset("cuhk03np-detected", aliases=("cuhk03-detected", "c3d"), standard=True)
 def cuhk03np_detected(root: Path) -> ReIDDataset:
     """CUHK03-NP, detected boxes (MUVA's C3)."""
     return cuhk03np(root, variant="detected")
 
 
-@DATASETS.register("cuhk03np-labeled", aliases=("cuhk03-labeled", "c3l"))
+@register_dataset("cuhk03np-labeled", aliases=("cuhk03-labeled", "c3l"), standard=True)
 def cuhk03np_labeled(root: Path) -> ReIDDataset:
     """CUHK03-NP, hand-labelled boxes."""
     return cuhk03np(root, variant="labeled")

@@ -27,7 +27,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from muva.data.datasets import DATASETS
+from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import image_files, locate, nestings
 from muva.data.records import JUNK_PID, DatasetError, ImageRecord, ReIDDataset, SplitProblem, UnusableDatasetError
 
@@ -86,7 +86,7 @@ def _read_info(info_dir: Path, folder: Path) -> tuple[list, list, set[int]]:
     return train, test, qidx
 
 
-@DATASETS.register("mars")
+@register_dataset("mars", standard=True)
 def mars(root: Path, use_info: bool | None = None) -> ReIDDataset:
     """MARS frames as images (tracklet ids kept); see the module doc for query/gallery.
 

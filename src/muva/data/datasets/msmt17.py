@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from muva.data.datasets import DATASETS
+from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import _listing, locate, nestings, require_file
 from muva.data.records import DatasetError, ImageRecord, ReIDDataset
 
@@ -75,7 +75,7 @@ def read_list(list_file: Path, image_dir: Path, dataset: str = "msmt17") -> list
     return records
 
 
-@DATASETS.register("msmt17", aliases=("msmt", "ms", "msmt17-v1", "msmt17-v2"))
+@register_dataset("msmt17", aliases=("msmt", "ms", "msmt17-v1", "msmt17-v2"), standard=True)
 def msmt17(root: Path, train_split: str = "train") -> ReIDDataset:
     """MSMT17: 1,041 train ids (30,248 images with ``train``, 32,621 with ``train+val``), 15 cameras."""
     split = _norm_train_split(train_split)
@@ -94,7 +94,7 @@ def msmt17(root: Path, train_split: str = "train") -> ReIDDataset:
     )
 
 
-@DATASETS.register("msmt17-trainval", aliases=("msmt17-train+val",))
+@register_dataset("msmt17-trainval", aliases=("msmt17-train+val",))
 def msmt17_trainval(root: Path) -> ReIDDataset:
     """MSMT17 with ``train_split='train+val'`` (as CLIP-ReID / TransReID train)."""
     return msmt17(root, train_split="train+val")

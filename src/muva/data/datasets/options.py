@@ -17,7 +17,6 @@ no dataset accepts.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Iterable, Mapping, Sequence
 
 from muva.data.records import DatasetError
@@ -69,10 +68,10 @@ def parse_dataset_options(pairs: Iterable[str] | None) -> dict[str, dict[str, An
 
 def accepted_options(spec: str) -> tuple[str, ...]:
     """Option names the dataset ``spec`` takes: its parser's keywords, or ``name`` for a folder."""
-    from muva.data.datasets import DATASETS
+    from muva.data.datasets import DATASETS, dataset_record
 
     if isinstance(spec, str) and spec in DATASETS:
-        return tuple(p for p in inspect.signature(DATASETS.get(spec)).parameters if p != "root")
+        return dataset_record(spec).options
     return ("name",)
 
 

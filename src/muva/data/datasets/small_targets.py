@@ -13,9 +13,13 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from muva.data.datasets import DATASETS
+from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import image_files, locate, nestings
 from muva.data.records import DISTRACTOR_PID, DatasetError, ImageRecord, ReIDDataset, SplitProblem, UnusableDatasetError
+
+
+# The fixed query/gallery splits each of these targets ships with (their records' ``num_splits``).
+FIXED_SPLITS = 10
 
 
 def _split_entry(dataset: str, label: str, split: int, split_file, num_persons: int) -> tuple[dict, int, list[str]]:
@@ -51,7 +55,7 @@ def _info(split: int, num_splits: int, **extra) -> dict:
 VIPER_NESTINGS = nestings("VIPeR", "viper", "VIPeR.v1.0", "VIPER")
 
 
-@DATASETS.register("viper")
+@register_dataset("viper", standard=True, num_splits=FIXED_SPLITS)
 def viper(root: Path, split: int = 0, split_file: str | Path | None = None) -> ReIDDataset:
     """VIPeR (Gray et al. 2007): 632 persons × 2 cameras; 316 query (cam_a) / 316 gallery (cam_b)."""
     folder = locate(Path(root), "VIPeR", ["cam_a", "cam_b"], VIPER_NESTINGS)
@@ -110,7 +114,7 @@ def _prid_cam(folder: Path) -> dict[int, Path]:
     return out
 
 
-@DATASETS.register("prid2011", aliases=("prid", "prid-2011"))
+@register_dataset("prid2011", aliases=("prid", "prid-2011"), standard=True, num_splits=FIXED_SPLITS)
 def prid2011(root: Path, split: int = 0, split_file: str | Path | None = None) -> ReIDDataset:
     """PRID2011 single-shot (Hirzer et al. 2011): 100 query (cam_a) / 649 gallery (cam_b) per split."""
     folder = locate(Path(root), "PRID2011 (single_shot)", ["cam_a", "cam_b"], PRID_NESTINGS)
@@ -168,7 +172,7 @@ def _grid_folder(folder: Path) -> list[tuple[Path, int, int]]:
     return out
 
 
-@DATASETS.register("grid", aliases=("qmul-grid",))
+@register_dataset("grid", aliases=("qmul-grid",), standard=True, num_splits=FIXED_SPLITS)
 def grid(root: Path, split: int = 0) -> ReIDDataset:
     """GRID (Loy et al. 2009): 125 query / 900 gallery (125 + 775 distractors) per split, 8 cameras."""
     folder = locate(Path(root), "GRID", ["probe", "gallery", GRID_PARTITIONS], GRID_NESTINGS)
@@ -191,7 +195,7 @@ def grid(root: Path, split: int = 0) -> ReIDDataset:
 ILIDS_NESTINGS = nestings("i-LIDS_Pedestrian", "ilids", "iLIDS", "QMUL-iLIDS", "QMUL_iLIDS", "qmul-ilids", "i-LIDS")
 
 
-@DATASETS.register("ilids", aliases=("qmul-ilids", "i-lids"))
+@register_dataset("ilids", aliases=("qmul-ilids", "i-lids"), standard=True, num_splits=FIXED_SPLITS)
 def ilids(root: Path, split: int = 0, split_file: str | Path | None = None) -> ReIDDataset:
     """QMUL-iLIDS (Zheng et al. 2009): 119 persons / 476 images; 60 query / 60 gallery per split.
 

@@ -1,4 +1,4 @@
-"""Grounding experts, registered by name in :data:`EXPERTS` (imported lazily).
+"""Grounding experts: plugins registered by name in :data:`EXPERTS` (found lazily).
 
 ====== ============================================================ ===========
 name   what it does                                                 needs
@@ -8,39 +8,31 @@ pose   BlazePose landmarks (tflite, LiteRT) → part boxes, on CPU    ai-edge-li
 mllm   a vision-language model (Qwen2.5-VL) asked one question/part transformers, GPU
 import the MUVA authors' released mask pickles                      —
 ====== ============================================================ ===========
+
+Each expert is a class in its own module of this package that registers itself with
+:func:`register_expert` and declares its options in a dataclass (``Options``); see
+:mod:`muva.grounding.experts.spec`.  The registry imports those modules the first time
+it is asked for a name; they import heavy packages (torch, transformers, LiteRT) only
+when an expert is built, so :func:`option_infos` lists options without building anything.
 """
 
 from __future__ import annotations
 
-import importlib
+from muva.grounding.experts.spec import (
+    EXPERTS,
+    ExpertOptionError,
+    NoOptions,
+    OptionInfo,
+    build_expert,
+    describe_options,
+    expert_options,
+    option,
+    option_infos,
+    options_dict,
+    register_expert,
+)
 
-from muva.registry import Registry
-
-EXPERTS = Registry("grounding expert")
-
-_MODULES = {
-    "prior": ("muva.grounding.experts.prior", "PriorExpert", ()),
-    "pose": ("muva.grounding.experts.pose", "PoseExpert", ("blazepose",)),
-    "mllm": ("muva.grounding.experts.mllm", "MLLMExpert", ("qwen", "vlm")),
-    "import": ("muva.grounding.experts.importer", "ImportExpert", ("pickle", "authors")),
-}
-
-
-def _lazy(module: str, cls: str):
-    def factory(**options):
-        return getattr(importlib.import_module(module), cls)(**options)
-
-    factory.__doc__ = f"Build {module}.{cls} (imported on first use)."
-    return factory
-
-
-for _name, (_mod, _cls, _aliases) in _MODULES.items():
-    EXPERTS.add(_name, _lazy(_mod, _cls), aliases=_aliases)
-
-
-def build_expert(name: str, **options):
-    """Build a registered expert by name with its keyword options (e.g. ``parts=...``)."""
-    return EXPERTS.get(name)(**options)
-
-
-__all__ = ["EXPERTS", "build_expert"]
+__all__ = [
+    "EXPERTS", "ExpertOptionError", "NoOptions", "OptionInfo", "build_expert", "describe_options", "expert_options",
+    "option", "option_infos", "options_dict", "register_expert",
+]

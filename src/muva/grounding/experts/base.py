@@ -6,6 +6,7 @@ from typing import Sequence
 
 from muva.data.parts import DEFAULT_PARTS, check_parts
 from muva.grounding.boxes import Fallback, PartBox, Proposal, ValidationRules, prior_boxes, validate_parts
+from muva.grounding.experts.spec import NoOptions
 
 
 class GroundingExpert:
@@ -26,10 +27,17 @@ class GroundingExpert:
         parts: the parts it is asked for, in order.
         fallback: the fallback box function.
         batch_size: how many images :meth:`propose` prefers at once.
+        Options: the dataclass of its user-settable options (keyword arguments of
+            ``__init__``; see :mod:`muva.grounding.experts.spec`).
     """
 
     name = "base"
     batch_size = 8
+    Options: type = NoOptions
+
+    @classmethod
+    def check_options(cls, options) -> None:
+        """Reject options that cannot work before any image is read (a MuvaError); nothing by default."""
 
     def __init__(self, parts: Sequence[str] = DEFAULT_PARTS, rules: ValidationRules | None = None, fallback: Fallback | None = None):
         self.parts = check_parts(parts)

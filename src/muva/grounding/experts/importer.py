@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 from muva.data.parts import DEFAULT_PARTS
 from muva.grounding.boxes import PartBox
 from muva.grounding.experts.base import GroundingExpert
+from muva.grounding.experts.spec import option, register_expert
 from muva.utils.errors import MuvaError
 
 
@@ -71,7 +73,7 @@ def to_bool_masks(value, num_parts: int, grid: tuple[int, int], kind: str = "aut
     if arr.ndim != 2 or arr.shape[0] != num_parts:
         raise MaskImportError(f"mask of shape {arr.shape} does not hold {num_parts} parts (expected R×L, 1×R×L or R×rows×cols)")
     if arr.shape[1] != rows * cols:
-        raise MaskImportError(f"mask has {arr.shape[1]} patches but the grid {rows}x{cols} has {rows * cols}; pass the right --grid")
+        raise MaskImportError(f"mask has {arr.shape[1]} patches but the grid {rows}x{cols} has {rows * cols}; pass the right grid: -X grid=[ROWS,COLS] (or --grid ROWSxCOLS)")
     if kind == "auto":
         kind = "additive" if (np.isneginf(arr).any() or arr.min() < -1.0) else ("binary" if set(np.unique(arr)) <= {0.0, 1.0} else "additive")
         if kind == "binary" and not (arr == 1.0).any():
@@ -94,6 +96,19 @@ def mask_box(mask: np.ndarray, grid: tuple[int, int], width: int, height: int) -
     return (c[0] * width / cols, r[0] * height / rows, (c[-1] + 1) * width / cols, (r[-1] + 1) * height / rows)
 
 
+@dataclass
+class ImportOptions:
+    """Options of the import expert."""
+
+    masks: Path | None = option(None, "the authors' mask pickle (image name → R×L mask); required")
+    grid: tuple[int, int] = option((16, 8), "patch grid [rows,cols] of the pickle's masks")
+    kind: Literal["auto", "additive", "binary"] = option("auto", "mask values: additive (0/-inf), binary (0/1) or auto-detected")
+
+
+_NEEDS_MASKS = "the import expert needs the authors' mask pickle: -X masks=PATH.pkl (or --masks PATH.pkl)"
+
+
+@register_expert("import", aliases=("pickle", "authors"), summary="the MUVA authors' released mask pickles")
 class ImportExpert(GroundingExpert):
     """Masks from the authors' pickle (``masks=PATH``) for the images of a dataset.
 
@@ -106,11 +121,17 @@ class ImportExpert(GroundingExpert):
 
     name = "import"
     batch_size = 256
+    Options = ImportOptions
 
-    def __init__(self, masks: str | Path | None = None, parts: Sequence[str] = DEFAULT_PARTS, grid: tuple[int, int] = (16, 8), kind: str = "auto", **kwargs):
-        super().__init__(parts, kwargs.get("rules"))
+    @classmethod
+    def check_options(cls, options: ImportOptions) -> None:
+        if options.masks is None:
+            raise MaskImportError(_NEEDS_MASKS)
+
+    def __init__(self, masks: str | Path | None = None, parts: Sequence[str] = DEFAULT_PARTS, grid: tuple[int, int] = (16, 8), kind: str = "auto", rules=None, fallback=None):
+        super().__init__(parts, rules)  # the prior is the only fallback of imported masks
         if masks is None:
-            raise MaskImportError("the import expert needs the mask pickle: --masks PATH.pkl")
+            raise MaskImportError(_NEEDS_MASKS)
         self.masks_path = Path(masks)
         self.grid = tuple(grid)
         self.kind = kind

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 from muva.data.parts import DEFAULT_PARTS, get_part
 from muva.grounding.boxes import Fallback, Proposal, ValidationRules
 from muva.grounding.experts.base import GroundingExpert
+from muva.grounding.experts.spec import option, register_expert
 from muva.grounding.parsers import FORMATS, parse_answer
 from muva.utils.errors import MuvaError
 from muva.utils.network import hub_offline, network_problem  # noqa: F401 - network_problem is part of this module's API
@@ -45,6 +47,12 @@ PROMPTS = {
     "qwen": "Locate the {phrase} of the person in the image and output its bbox coordinates in JSON format.",
     "muva": "Guide me to the location of the {phrase} of the person within the image by providing its bounding boxes",
 }
+# The answer formats a generative model can produce as text.  ``gdino`` (Grounding DINO's
+# box tensors) is a detector's output, not a text answer: its parser stays for importing
+# such answers (muva.grounding.parsers), but this expert does not offer it.
+AnswerFormat = Literal["auto", "qwen2.5", "rel1000", "cogvlm", "florence2"]
+ANSWER_FORMATS = tuple(f for f in get_args(AnswerFormat) if f != "auto")
+assert set(ANSWER_FORMATS) <= set(FORMATS), "every MLLM answer format needs a parser"
 _FORMAT_BY_MODEL_TYPE = {"qwen2_5_vl": "qwen2.5", "qwen2_vl": "rel1000", "qwen3_vl": "rel1000", "qwen3_vl_moe": "rel1000", "internvl": "rel1000"}
 
 
@@ -86,6 +94,22 @@ def upscale(image, upscale_to: int):
     return image.resize((max(1, round(w * f)), upscale_to), Image.BICUBIC)
 
 
+@dataclass
+class MLLMOptions:
+    """Options of the MLLM expert."""
+
+    model: str | None = option(None, "Hugging Face id or local folder (default: Qwen2.5-VL of size; tiny-random = offline smoke test)")
+    size: Literal["7b", "3b"] = option("7b", "Qwen2.5-VL size when no model is given")
+    prompt: Literal["qwen", "muva"] = option("qwen", "qwen (JSON pixel boxes) or muva (MUVA's CogVLM-style instruction)")
+    answer_format: AnswerFormat = option("auto", "how answers are parsed; auto = from the model type")
+    upscale_to: int = option(448, "minimum crop height fed to the model (0 = never upscale)")
+    device: str = option("auto", "cuda, cpu or auto (cuda when available)")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = option("auto", "weights dtype (auto: bfloat16 on GPU, float32 on CPU)")
+    max_new_tokens: int = option(64, "answer length limit in tokens")
+    local_files_only: bool = option(False, "never reach the network (use the local Hugging Face cache)")
+
+
+@register_expert("mllm", aliases=("qwen", "vlm"), summary="a vision-language model (Qwen2.5-VL) asked one question per part")
 class MLLMExpert(GroundingExpert):
     """Ask a vision-language model for each part's box.
 
@@ -95,7 +119,8 @@ class MLLMExpert(GroundingExpert):
             ``tiny-random`` builds a tiny random Qwen2.5-VL offline (smoke tests).
         size: ``7b`` (default) or ``3b``.
         prompt: ``qwen`` or ``muva`` (see the module doc).
-        answer_format: ``auto`` or one of :data:`muva.grounding.parsers.FORMATS`.
+        answer_format: ``auto`` or one of :data:`ANSWER_FORMATS` (the text formats of
+            :data:`muva.grounding.parsers.FORMATS`).
         upscale_to: minimum crop height fed to the model (0 = never upscale).
         device: ``cuda``, ``cpu`` or ``auto`` (cuda when available).
         dtype: ``auto`` (bfloat16 on GPU, float32 on CPU), ``bfloat16``, ``float16``, ``float32``.
@@ -108,6 +133,7 @@ class MLLMExpert(GroundingExpert):
 
     name = "mllm"
     batch_size = 4
+    Options = MLLMOptions
 
     def __init__(
         self,
@@ -130,8 +156,8 @@ class MLLMExpert(GroundingExpert):
         super().__init__(parts, rules, fallback)
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt style {prompt!r}; choose from {', '.join(PROMPTS)}")
-        if answer_format != "auto" and answer_format not in FORMATS:
-            raise ValueError(f"unknown answer format {answer_format!r}; choose from auto, {', '.join(FORMATS)}")
+        if answer_format != "auto" and answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer format {answer_format!r} is not one a vision-language model writes; choose from auto, {', '.join(ANSWER_FORMATS)}")
         if size not in MODEL_IDS and model is None:
             raise ValueError(f"unknown size {size!r}; choose from {', '.join(MODEL_IDS)} or pass model=")
         self.model_id = model or MODEL_IDS[size]

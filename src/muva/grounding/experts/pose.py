@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,6 +30,7 @@ import numpy as np
 from muva.data.parts import DEFAULT_PARTS, require_rules
 from muva.grounding.boxes import Fallback, Proposal, ValidationRules
 from muva.grounding.experts.base import GroundingExpert
+from muva.grounding.experts.spec import option, register_expert
 from muva.utils.errors import MuvaError
 
 MEDIAPIPE_VERSION = "0.10.21"
@@ -258,6 +260,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
 
+@dataclass
+class PoseOptions:
+    """Options of the pose expert."""
+
+    model_path: Path | None = option(None, "pose_landmark_full.tflite to run (default: $MUVA_POSE_MODEL, the cache, or fetched from the mediapipe wheel)")
+    threads: int | None = option(None, "LiteRT CPU threads (default: all cores, at most 4)")
+    min_visibility: float = option(0.5, "visibility threshold of face, shoulder, arm and hip keypoints")
+    lower_visibility: float = option(0.25, "visibility threshold of knee, ankle and foot keypoints")
+    min_person: float = option(0.5, "pose-presence score under which every part falls back (invisible)")
+    margin: float = option(1.25, "letterbox margin around the crop (1.25 = MediaPipe's ROI enlargement)")
+
+
+@register_expert("pose", aliases=("blazepose",), summary="BlazePose landmarks (LiteRT, CPU) → part boxes")
 class PoseExpert(GroundingExpert):
     """BlazePose (LiteRT) on each crop; keypoints → boxes by :func:`keypoints_to_boxes`.
 
@@ -274,6 +289,7 @@ class PoseExpert(GroundingExpert):
 
     name = "pose"
     batch_size = 16
+    Options = PoseOptions
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from typing import Sequence
 from muva.data.parts import PARTS
 from muva.grounding.boxes import PRIOR_SCORE, PartBox, Proposal, prior_boxes
 from muva.grounding.experts.base import GroundingExpert
+from muva.grounding.experts.spec import NoOptions, register_expert
 
 __all__ = ["PRIOR_FRACTIONS", "PRIOR_SCORE", "PriorExpert", "prior_boxes"]
 
@@ -24,11 +25,13 @@ __all__ = ["PRIOR_FRACTIONS", "PRIOR_SCORE", "PriorExpert", "prior_boxes"]
 PRIOR_FRACTIONS = MappingProxyType({p.name: p.prior for p in PARTS.values()})
 
 
+@register_expert("prior", summary="average body proportions of the crop; always available, the fallback of the others")
 class PriorExpert(GroundingExpert):
     """Average body proportions (no model); see :attr:`muva.data.parts.Part.prior`."""
 
     name = "prior"
     batch_size = 256
+    Options = NoOptions
 
     def propose(self, images: Sequence) -> list[dict[str, Proposal]]:
         out = []
