@@ -123,6 +123,7 @@ def test_ctrl_c_or_sigterm_exits_130_with_the_resume_command(tiny_data, tmp_path
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and f"({sig.name})" in err
+    assert err.count("stopped:") == 1, err  # one message, not the stop and a generic Ctrl-C line
     assert f"Resume with: muva train -c {run_dir / 'config.yaml'} --resume" in _flat(err)
     r = muva("train", "-c", str(run_dir / "config.yaml"), "--resume")
     assert r.returncode == 0, r.stderr

@@ -113,14 +113,18 @@ def report_error(exc: BaseException) -> int:
     if not _is_secondary_rank():
         label = "[bold yellow]stopped:[/]" if code == EXIT_INTERRUPTED else "[bold red]error:[/]"
         Console(stderr=True).print(f"{label} {escape(message)}", highlight=False)
+    _REPORTED.append(code)
     return code
+
+
+_REPORTED: list[int] = []  # codes already reported in this process (a 130 said once, not twice)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every muva error becomes one message and an exit code here."""
     try:
         code = app(args=argv, prog_name="muva", standalone_mode=False)
-        if code == 130:  # typer returns Ctrl-C inside a command as exit code 130: say so
+        if code == 130 and not _REPORTED:  # typer returns a bare Ctrl-C inside a command as exit code 130: say so
             code = report_error(KeyboardInterrupt())
     except typer.Abort as exc:  # Ctrl-C inside the command-line parsing
         code = report_error(KeyboardInterrupt()) if isinstance(exc.__context__, KeyboardInterrupt) else 1
