@@ -28,7 +28,7 @@ import torch
 from muva.utils.io import atomic_write
 from muva.utils.errors import MuvaError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "rng_state", "set_rng_state", "CheckpointError"]
 
 FORMAT_VERSION = 1
 
@@ -73,3 +73,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path} is not a muva training checkpoint (for model weights use muva.models.load_model)")
     return state
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, Any], where: str, hint: str) -> None:
+    """``model.load_state_dict(weights)``, or one :class:`CheckpointError` line: ``where`` does not fit, ``hint``."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:  # torch lists every mismatching tensor over dozens of lines
+        raise CheckpointError(f"{where} does not fit the model ({str(exc).splitlines()[0]}); {hint}") from None

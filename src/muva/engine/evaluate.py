@@ -114,7 +114,7 @@ def _model_from_file(path, cfg, device):
     from dataclasses import replace
 
     from muva.config import from_dict, to_dict
-    from muva.engine.checkpoint import load_checkpoint
+    from muva.engine.checkpoint import load_checkpoint, load_weights
     from muva.models import ModelConfig, build_model, load_model
 
     if path.suffix == ".pt":
@@ -124,13 +124,8 @@ def _model_from_file(path, cfg, device):
         if mcfg.sie:
             mcfg = replace(mcfg, num_cameras=int(state.get("num_cams", 0)))
         model = build_model(mcfg, int(state["num_classes"]), load_weights=False)
-        try:
-            model.load_state_dict(state["trainer"]["model"])
-        except RuntimeError as exc:
-            from muva.engine.checkpoint import CheckpointError
-
-            raise CheckpointError(f"{path}: the weights do not fit the model config stored with them "
-                                  f"({str(exc).splitlines()[0]})") from None
+        load_weights(model, state["trainer"]["model"], f"{path}", "its weights and the model config stored with "
+                     "them disagree: the file is damaged or was edited")
         model.selected_on = state.get("selected_on")  # best.pt: chosen by the target's test metrics
         return model.to(device), to_dict(mcfg)
     model = load_model(path, device=device)

@@ -255,10 +255,7 @@ def run_protocol(name: str, config, overrides: Sequence[str] = (), settings: Seq
     results = {st.setting.name: r for st in states if (r := _load_stored(st.run_dir))}
     table, runs = _protocol_table(protocol, out, f"ours: {base.name} #{base_hash}")
     if table is not None:
-        from muva.utils.io import atomic_write_text
-
-        table.write(out, "protocol")
-        atomic_write_text(out / "protocol.json", json.dumps({**table.to_json(), "runs": runs}, indent=2) + "\n")
+        table.write(out, "protocol", extra={"runs": runs})
         console.print(escape(table.to_markdown()))
         console.print(escape(f"table written to {out}/protocol.(md|csv|json)"))
     return results

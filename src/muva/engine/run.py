@@ -110,19 +110,16 @@ class Experiment:
         from muva.data.loader import ReIDImageDataset
         from muva.data.transforms import build_transforms
         from muva.engine.data import build_pseudo_masks, build_sources, build_targets
-        from muva.engine.distributed import init_distributed
+        from muva.engine.distributed import barrier, init_distributed
         from muva.engine.logging import RunLogger
-        from muva.models import build_model
-
-        from muva.engine.distributed import barrier
         from muva.engine.runfolder import prepare_run_folder
+        from muva.models import build_model
+        from muva.models.clip_loading import ensure_weights_obtainable
 
         cfg = self.cfg
         self.dist = init_distributed(cfg.device)
         prepare_run_folder(self.run_dir, self.resume, self.overwrite, delete=self.dist.is_main)
         barrier()
-        from muva.models.clip_loading import ensure_weights_obtainable
-
         ensure_weights_obtainable(cfg.model)  # before minutes of image scanning: unobtainable weights fail now
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard,
                                 console=self.console)
@@ -236,9 +233,12 @@ class Experiment:
             stage = state["trainer"]["stage"] if state else None
             self.stage1_done = bool(state and (state.get("stage1_done") or stage == "stage2"))
             if state is not None and (self.stage1_done or stage == "stage2"):
+                from muva.engine.checkpoint import load_weights
                 from muva.engine.trainer import unwrap
 
-                self._load_weights(unwrap(self.model), state["trainer"]["model"])  # prompts learned in stage 1
+                load_weights(unwrap(self.model), state["trainer"]["model"],  # prompts learned in stage 1
+                             f"the checkpoint in {self.run_dir}", f"resume with the run's own config "
+                             f"(-c {self.run_dir / 'config.yaml'}) or start afresh with --overwrite")
             inputs = self.stage_inputs()
             with self.stop:
                 try:
@@ -265,16 +265,6 @@ class Experiment:
             self.logger.close()
         self.log(f"done in {time.time() - t0:.0f} s → {self.run_dir}")
         return results
-
-    def _load_weights(self, model, weights: dict) -> None:
-        from muva.engine.checkpoint import CheckpointError
-
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:
-            raise CheckpointError(f"the checkpoint in {self.run_dir} does not fit the configured model "
-                                  f"({str(exc).splitlines()[0]}); resume with the run's own config "
-                                  f"(-c {self.run_dir / 'config.yaml'}) or start afresh with --overwrite") from None
 
     def finish(self) -> dict:
         """Final evaluation (reused from the last epoch when it just ran), weights and tables."""

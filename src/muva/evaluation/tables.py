@@ -110,14 +110,18 @@ class ResultTable:
             w.writerow([k + 1] + [f"{100.0 * c[min(k, len(c) - 1)]:.4f}" for c in curves])
         return buf.getvalue()
 
-    def write(self, out: str | Path, stem: str = "results") -> dict[str, Path]:
-        """Write ``<stem>.md``, ``<stem>.csv``, ``<stem>.json`` and ``<stem>_cmc.csv`` into folder ``out``."""
+    def write(self, out: str | Path, stem: str = "results", extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
+        """Write ``<stem>.md``, ``<stem>.csv``, ``<stem>.json`` and ``<stem>_cmc.csv`` into folder ``out``.
+
+        ``extra``: more top-level entries of ``<stem>.json`` (e.g. where each row came from).
+        """
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        doc = {**self.to_json(), **(extra or {})}
         paths = {
             "markdown": atomic_write_text(out / f"{stem}.md", self.to_markdown() + "\n"),
             "csv": atomic_write_text(out / f"{stem}.csv", self.to_csv()),
-            "json": atomic_write_text(out / f"{stem}.json", json.dumps(self.to_json(), indent=2) + "\n"),
+            "json": atomic_write_text(out / f"{stem}.json", json.dumps(doc, indent=2) + "\n"),
             "cmc": atomic_write_text(out / f"{stem}_cmc.csv", self.cmc_csv()),
         }
         return paths
