@@ -32,7 +32,8 @@ from PIL import Image
 
 from muva.data.synth import SynthConfig, generate, plan_domain
 from muva.data.synth.pipeline import DomainRenderer, image_rng
-from muva.data.synth.render import draw_occluder, draw_person, sample_pose
+from muva.data.synth.figure import sample_pose
+from muva.data.synth.render import draw_occluder, draw_person
 
 TARGET = 150.0
 

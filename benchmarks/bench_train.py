@@ -36,7 +36,7 @@ def configs():
 
 
 def make_step(mcfg, batch: int, device: torch.device, amp: bool, num_classes: int = 64):
-    from muva.engine.config import LossWeights, OptimConfig, Stage2Config
+    from muva.engine.config import OptimConfig, Stage2Config
     from muva.engine.optim import build_optimizer
     from muva.engine.stage2 import Stage2Losses
     from muva.models import build_model
@@ -47,7 +47,7 @@ def make_step(mcfg, batch: int, device: torch.device, amp: bool, num_classes: in
         if n.startswith(("prompts.", "text.")):
             p.requires_grad_(False)
     muva = model.num_parts > 0
-    weights = LossWeights() if muva else LossWeights(id=0.25, imp=0.0, i2t=1.0, mask=0.0, triplet=1.0)
+    weights = {} if muva else {"id": 0.25, "imp": 0.0, "i2t": 1.0, "mask": 0.0, "triplet": 1.0}
     s2 = Stage2Config(weights=weights)
     text = torch.randn(num_classes, model.feature_dim, device=device)
     losses = Stage2Losses(s2, num_classes, model.feature_dim, text, muva).to(device)

@@ -264,7 +264,7 @@ def config_key_problem(cls, key: str, override: str = "") -> str | None:
         if part not in hints:
             break
         tp = _strip_optional(hints[part])
-        if _is_dict_type(tp) and depth < len(parts) - 1:  # e.g. data.grounding.<source>
+        if _is_dict_type(tp) and depth < len(parts) - 1:  # e.g. grounding.caches.<source>
             try:
                 apply_overrides(cls, None, [override or f"{key}=x"])
             except ConfigError as exc:
@@ -361,7 +361,7 @@ def check_invocation(args: list[str], check_keys: bool = True) -> list[str]:
     ("muva model info -c configs/model/tiny.yaml stride=12", []),
     ("$ time muva demo stage2.epochs=2 2>&1 | tee log.txt", []),
     ("torchrun --nproc_per_node 2 -m muva train -c configs/tiny.yaml 'data.dataset_options={msmt17: {x: 1}}'", []),
-    ("python -m muva train -c configs/tiny.yaml data.transforms.pad=10 'data.grounding={a: b}'", []),
+    ("python -m muva train -c configs/tiny.yaml data.transforms.pad=10 'grounding.caches={a: b}'", []),
 ])
 def test_checker_catches_drift(line, expected):
     text = line[2:] if line.startswith("$ ") else line

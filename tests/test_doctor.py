@@ -97,7 +97,7 @@ def test_missing_target_fails(setup, tmp_path):
 
 def test_missing_or_partial_grounding_cache_fails(setup, tmp_path):
     data = str(setup["data"])
-    row = checks(setup, f"data.grounding={{{data}: {tmp_path / 'none.sqlite'}}}")[f"grounding {data}"]
+    row = checks(setup, f"grounding.caches={{{data}: {tmp_path / 'none.sqlite'}}}")[f"grounding {data}"]
     assert row.status == "FAIL"
     assert row.detail == (f"grounding cache {tmp_path / 'none.sqlite'} does not exist; create it with "
                           f"`muva ground run {data} --expert pose --out {tmp_path / 'none.sqlite'}`")
@@ -107,13 +107,13 @@ def test_missing_or_partial_grounding_cache_fails(setup, tmp_path):
 
     partial = tmp_path / "partial.sqlite"
     ground_images(resolve_images(data, splits=["train"]), build_expert("prior"), partial, workers=1, limit=5, progress=False)
-    got = checks(setup, f"data.grounding={{{data}: {partial}}}", "data.grounding_missing=error")[f"grounding {data}"]
+    got = checks(setup, f"grounding.caches={{{data}: {partial}}}", "grounding.missing=error")[f"grounding {data}"]
     assert got.status == "FAIL" and got.detail.startswith("7 of 12 training images have no usable entry")
-    assert "data.grounding_missing=prior or skip" in got.detail
-    got = checks(setup, f"data.grounding={{{data}: {partial}}}", "data.grounding_missing=prior")[f"grounding {data}"]
-    assert got.status == "warn" and got.detail.endswith("they use the body prior (data.grounding_missing=prior)")
+    assert "grounding.missing=prior or skip" in got.detail
+    got = checks(setup, f"grounding.caches={{{data}: {partial}}}", "grounding.missing=prior")[f"grounding {data}"]
+    assert got.status == "warn" and got.detail.endswith("they use the body prior (grounding.missing=prior)")
     # a global model needs no cache at all
-    assert checks(setup, "model.parts=[]", f"data.grounding={{{data}: {tmp_path / 'none.sqlite'}}}")["grounding"].status == "ok"
+    assert checks(setup, "model.parts=[]", f"grounding.caches={{{data}: {tmp_path / 'none.sqlite'}}}")["grounding"].status == "ok"
 
 
 def test_missing_weights_fail(setup, tmp_path, offline):

@@ -234,3 +234,25 @@ def test_gpu_matches_naive_loop_exactly():
     sgs_gpu = evaluate(q, g, q_pids=ids[:120], g_pids=ids[120:], q_camids=cams[:120], g_camids=cams[120:],
                        metric="euclidean", single_gallery_shot=True, device="cuda")
     np.testing.assert_allclose(sgs_gpu.cmc, sgs_cpu.cmc, atol=1e-12)
+
+
+def test_cpu_evaluation_imports_neither_torch_nor_scipy():
+    """``import muva.evaluation`` and a CPU evaluation run on NumPy alone; torch and SciPy come with re-ranking."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from muva.evaluation import evaluate, EvalResult\n"
+        "import muva.evaluation.metrics as m, muva.evaluation.result as r\n"
+        "assert m.EvalResult is r.EvalResult is EvalResult\n"
+        "x = np.eye(6, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 3, 4]]\n"
+        "res = evaluate(x[:3], x[3:], q_pids=[0, 1, 2], g_pids=[0, 1, 2, 3, 4])\n"
+        "print(round(res.mAP, 6), 'torch' in sys.modules, 'scipy' in sys.modules)\n"
+        "from muva.evaluation import rerank_features\n"
+        "rerank_features(x[:3], x[3:], k1=2, k2=1)\n"
+        "print('torch' in sys.modules, 'scipy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1.0", "False", "False", "True", "True"]

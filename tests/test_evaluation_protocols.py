@@ -11,7 +11,8 @@ import pytest
 
 from muva.evaluation import EvaluationError, evaluate, evaluate_splits, results_table, summarize_splits, write_cmc
 from muva.evaluation.cuhk03 import hash_uniform
-from muva.evaluation.io import load_features, save_features
+from muva.evaluation.io import save_features
+from muva.utils.featurefiles import FeatureFileError, load_features
 
 
 def naive_single_shot(dist, qp, gp, qc, gc, repeats, seed, max_rank):
@@ -158,14 +159,14 @@ def test_feature_file_roundtrip_and_errors(tmp_path):
     f = rng.normal(size=(6, 3)).astype(np.float16)
     p = save_features(tmp_path / "q.npz", f, [1, 2, 3, 4, 5, 6], camids=[0, 1, 0, 1, 0, 1], images=[f"{i}.jpg" for i in range(6)])
     ff = load_features(p)
-    assert ff.features.dtype == np.float16 and ff.pids.tolist() == [1, 2, 3, 4, 5, 6] and ff.images[2] == "2.jpg"
+    assert ff.features.dtype == np.float32 and ff.pids.tolist() == [1, 2, 3, 4, 5, 6] and ff.paths[2] == "2.jpg"
     np.savez(tmp_path / "bad.npz", feats=f)
-    with pytest.raises(EvaluationError, match="'features'"):
+    with pytest.raises(FeatureFileError, match="'features'"):
         load_features(tmp_path / "bad.npz")
     np.savez(tmp_path / "short.npz", features=f, pids=np.arange(5))
-    with pytest.raises(EvaluationError, match="5 pids"):
+    with pytest.raises(FeatureFileError, match="5 pids"):
         load_features(tmp_path / "short.npz")
-    with pytest.raises(EvaluationError, match="not found"):
+    with pytest.raises(FeatureFileError, match="not found"):
         load_features(tmp_path / "missing.npz")
 
 
@@ -209,3 +210,32 @@ def test_dataset_split_from_records():
     assert ms.mAP == direct.mAP and ms.num_splits == 2
     with pytest.raises(EvaluationError, match="no feature row"):
         dataset_split(ds, feats, {p: i for i, p in enumerate(paths[:6])})
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ap", "bogus"], "error: unknown ap mode 'bogus'; choose one of community, official"),
+        (["--metric", "manhattan"], "error: unknown metric 'manhattan'; choose one of cosine, euclidean"),
+        (["--rerank", "fuzzy"], "error: unknown re-ranking mode 'fuzzy'; choose one of exact, sparse"),
+    ],
+)
+def test_cli_evaluate_features_bad_flag_is_one_line_error(tmp_path, flags, message):
+    """A bad flag value reaches the user as one ``error:`` line and exit code 2, never a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(8)
+    ids = np.repeat(np.arange(4), 5)
+    x = rng.normal(size=(20, 8)).astype(np.float32)
+    save_features(tmp_path / "q.npz", x[:8], ids[:8], np.zeros(8, dtype=np.int64))
+    save_features(tmp_path / "g.npz", x[8:], ids[8:], np.ones(12, dtype=np.int64))
+    env = {**os.environ, "COLUMNS": "250"}
+    r = subprocess.run([sys.executable, "-m", "muva", "evaluate-features", "q.npz", "g.npz", "--quiet", *flags],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert err.count("error:") == 1 and message in err, err
+    assert r.stdout == ""

@@ -111,7 +111,7 @@ def test_dash_x_sets_each_option(name, tmp_path, monkeypatch):
     market = make_market(tmp_path / "mk", n_train=2, n_query=0, n_gallery=0)
     res = invoke("ground", "run", market, "-e", name, *items, "--out", tmp_path / "c.sqlite", "--no-progress")
     assert res.exit_code == 0, res.output
-    assert seen.pop("expert") == name and seen.pop("parts") == ("head", "upper_body", "legs")
+    assert seen.pop("expert") == name and seen.pop("parts") == cls.default_parts(None)  # every part it can ground
     assert seen == want
 
 

@@ -62,9 +62,10 @@ def test_parity_detects_a_different_model(exported):
 def test_metadata(exported):
     tmp, ckpt, report = exported
     info = onnx_info(report.path)
-    assert info["input_size"] == [128, 64] and info["grid"] == [8, 4]
-    assert info["parts"] == ["head", "upper_body", "legs"] and info["dim"] == 128 and info["num_layers"] == 2
-    assert info["mean"] == [0.5, 0.5, 0.5]
+    assert info.input_size == (128, 64) and info.grid == (8, 4)
+    assert info.parts == ("head", "upper_body", "legs") and info.dim == 128 and info.num_layers == 2
+    assert info.mean == (0.5, 0.5, 0.5) and info.interpolation == "bilinear"
+    assert info.extra["opset"] == 17 and info.extra["stride"] == 16 and info.extra["torch_version"] == torch.__version__
 
 
 def test_extractor_on_onnx_matches_torch(exported, tmp_path):
@@ -118,7 +119,7 @@ def test_export_cli(exported, tmp_path):
 def test_int8_export_is_close_not_equal(exported, tmp_path):
     tmp, ckpt, report = exported
     q = export_onnx(ckpt, tmp_path / "q8.onnx", quantize="int8")
-    assert q.quantized == "int8" and onnx_info(q.path)["quantized"] == "int8-dynamic"
+    assert q.quantized == "int8" and onnx_info(q.path).extra["quantized"] == "int8-dynamic"
     assert q.file_bytes < report.file_bytes  # int8 weights
     assert q.parity["features_min_cosine"] > 0.99
     assert q.parity["features_max_abs_diff"] > 1e-6  # really quantised, not the float graph
@@ -138,3 +139,31 @@ def test_dynamo_exporter_matches_too(exported, tmp_path, capfd):
     assert d.outputs == ["features", "masks"] and d.parity["batch"] == 4
     assert d.max_abs_diff <= 1e-4 and d.parity["masks_max_abs_diff"] <= 1e-4
     assert "[torch.onnx]" not in capfd.readouterr().out  # the exporter's chatter stays out of the user's output
+
+
+def test_parity_verdict_and_its_exit_code(exported):
+    from muva.inference.export import ExportReport, ParityError
+
+    tmp, ckpt, report = exported
+    assert report.parity_ok
+    far = ExportReport(report.path, 17, ["features"], 0.0, 1, parity={"features_max_abs_diff": 2e-4, "features_min_cosine": 0.95})
+    assert not far.parity_ok
+    far.quantized = "int8"  # int8 is held to the cosine instead
+    assert far.parity_ok
+    far.parity["features_min_cosine"] = 0.9
+    assert not far.parity_ok
+    assert ParityError("x").exit_code == 1 and isinstance(ParityError("x"), InferenceError)
+
+
+def test_unsupported_opset_is_one_error_line(exported, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    tmp, ckpt, report = exported
+    r = subprocess.run([sys.executable, "-m", "muva", "export", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--opset", "99",
+                        "--no-check"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"}, timeout=300)
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert err.count("error:") == 1 and "error: the ONNX exporter failed with opset 99: Unsupported onnx_opset_version: 99" in err, err
+    assert not (tmp_path / "x.onnx").exists()

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from muva.cli import app
 from muva.grounding.boxes import box_iou
-from muva.grounding.evaluate import GroundTruth, read_parts_jsonl, score_boxes
+from muva.data.synth.parts_file import PartsRecord, read_parts_jsonl
+from muva.grounding.evaluate import score_boxes
 from muva.grounding.experts.prior import PRIOR_FRACTIONS
 
 runner = CliRunner()
@@ -74,9 +75,9 @@ def test_eval_scores_prior_against_ground_truth(market, tmp_path):
 
 def test_score_boxes_counts_hits_and_occlusion():
     truth = [
-        GroundTruth("a.jpg", 10, 10, {"head": (0, 0, 10, 10)}),
-        GroundTruth("b.jpg", 10, 10, {"head": (0, 0, 10, 10)}),
-        GroundTruth("c.jpg", 10, 10, {"head": (0, 0, 10, 10)}, {"head"}),
+        PartsRecord("a.jpg", 10, 10, {"head": (0, 0, 10, 10)}),
+        PartsRecord("b.jpg", 10, 10, {"head": (0, 0, 10, 10)}),
+        PartsRecord("c.jpg", 10, 10, {"head": (0, 0, 10, 10)}, {"head"}),
     ]
     preds = {"a.jpg": {"head": (0, 0, 10, 10)}, "b.jpg": {"head": (0, 0, 10, 4)}, "c.jpg": {"head": (0, 0, 1, 1)}}
     s = score_boxes(preds, truth, ["head"])["head"]

@@ -13,9 +13,9 @@ from muva.grounding.masks import (
     boxes_to_patch_masks,
     flip_patch_masks,
     from_additive,
-    patch_grid,
     to_additive,
 )
+from muva.utils.geometry import patch_grid
 
 PARTS = ("head", "upper_body", "legs")
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from _helpers import make_market
 from muva.cli import app
-from muva.inference.features import load_features
+from muva.utils.featurefiles import load_features
 
 pytest.importorskip("faiss")
 runner = CliRunner()
@@ -163,3 +163,40 @@ def test_real_images_extract_and_self_search(setup, mini_mars, tmp_path):
     index = GalleryIndex.build(res.features, res.paths)
     top = index.search(res.features, k=1)
     assert [n[0] for n in top.names] == res.paths
+
+
+def _muva(*args, cwd):
+    """Run the real console entry point: exit code, stderr on one line, raw stderr."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "250"}
+    r = subprocess.run([sys.executable, "-m", "muva", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
+                       timeout=300)
+    return r.returncode, " ".join(r.stderr.split()), r.stderr
+
+
+def test_bad_command_line_values_are_one_error_line(setup, tmp_path):
+    """Flag values the commands cannot use: exit 2, one ``error:`` line with the message, no traceback."""
+    from muva.inference import GalleryIndex
+
+    tmp, ckpt, data = setup
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(5, 4)).astype(np.float32)
+    GalleryIndex.build(g / np.linalg.norm(g, axis=1, keepdims=True), [f"g{i}.jpg" for i in range(5)]).save(tmp_path / "idx")
+    cases = [
+        (["extract", ckpt, data, "-o", tmp_path / "f", "--backend", "tensorrt"],
+         "error: backend must be 'torch', 'onnx' or 'auto', not 'tensorrt'"),
+        (["search", "query", tmp_path / "idx"], "error: give query images (with --checkpoint) or --features"),
+        (["search", "query", tmp_path / "idx", "some.jpg"],
+         "error: image queries need --checkpoint (the model that extracted the gallery)"),
+        (["search", "query", tmp_path / "idx", tmp_path / "gone.jpg", "--checkpoint", ckpt],
+         f"error: {tmp_path / 'gone.jpg'} does not exist"),
+        (["search", "build", tmp_path / "nofeats", "-o", tmp_path / "i2"], f"error: feature file not found: {tmp_path / 'nofeats'}"),
+        (["export", ckpt, "-o", tmp_path / "m.tflite", "--format", "tflite"], "error: unknown export format 'tflite'; supported: onnx"),
+    ]
+    for args, message in cases:
+        code, err, raw = _muva(*args, cwd=tmp_path)
+        assert code == 2 and "Traceback" not in raw, (args, raw)
+        assert err.count("error:") == 1 and message in err, (args, err)

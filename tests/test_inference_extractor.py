@@ -191,7 +191,7 @@ def test_preprocess_matches_definition():
 
 @pytest.mark.parametrize(
     "module",
-    ["muva.inference.extractor", "muva.inference.images", "muva.inference.features", "muva.inference.search", "muva.data.datasets.resolve",
+    ["muva.inference.extractor", "muva.inference.images", "muva.utils.featurefiles", "muva.inference.search", "muva.data.datasets.resolve",
      "muva.viz.ranks", "muva.viz.masks"],
 )
 def test_doctests(module):

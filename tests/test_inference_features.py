@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from muva.inference.features import FeatureFileError, FeatureSet, FeatureWriter, load_features, read_manifest
+from muva.utils.featurefiles import FeatureFileError, FeatureSet, FeatureWriter, load_features, read_manifest
 
 
 def _rows(n, start=0):

@@ -60,7 +60,7 @@ def _kept(contracts, contract_id: str, planted: tuple[str, str] | None = None) -
         ("layers", "muva.data.transforms", "muva.engine.config"),  # the violation fixed by muva.data.transform_config
         ("layers", "muva.losses.memory", "muva.engine.distributed"),  # fixed by muva.utils.distributed
         ("layers", "muva.grounding.views", "muva.viz.masks"),  # fixed by muva.utils.draw
-        ("layers", "muva.evaluation.io", "muva.inference.features"),  # fixed by muva.utils.featurefiles
+        ("layers", "muva.evaluation.io", "muva.inference.search"),  # fixed by muva.utils.featurefiles
         ("layers", "muva.evaluation.metrics", "muva.data.records"),  # evaluation imports only the utilities
         ("layers", "muva.losses.triplet", "muva.models.heads"),  # siblings: losses | models
         ("layers", "muva.models.heads", "muva.grounding.masks"),  # siblings: models | grounding
@@ -101,12 +101,10 @@ def test_feature_reader_is_shared_and_muva_data_is_light():
         "from muva.engine.config import TransformConfig\n"
         "from muva.data.transforms import TransformConfig as T2\n"
         "assert TransformConfig is T2\n"
-        "import muva.inference.features as inf, muva.utils.featurefiles as ff\n"
+        "import muva.inference as inf, muva.utils.featurefiles as ff\n"
         "assert inf.load_features is ff.load_features and inf.FeatureSet is ff.FeatureSet\n"
         "import muva.engine.distributed as ed, muva.utils.distributed as ud\n"
         "assert ed.all_gather_tensor is ud.all_gather_tensor and ed.gather_by_index is ud.gather_by_index\n"
-        "import muva.cli, muva.utils.console\n"
-        "assert muva.cli.fail is muva.utils.console.fail\n"
         "import muva, muva._version\n"
         "assert muva.__version__ == muva._version.__version__\n"
         "from muva.data import DatasetError, open_dataset\n"

@@ -10,7 +10,8 @@ import torch
 
 from muva.config import ConfigError, load_config
 from muva.models import MODELS, ModelConfig, build_model, preset_config, tiny_config
-from muva.models.vit import patch_grid, resize_pos_embed
+from muva.models.vit import resize_pos_embed
+from muva.utils.geometry import patch_grid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,7 @@ def test_prompt_eot_positions_follow_the_written_prompts():
 def test_shapes_at_stride(stride, grid):
     torch.manual_seed(0)
     m = build_model(tiny_config(stride=stride), num_classes=5)
-    assert m.grid == grid == patch_grid((128, 64), 16, stride)
+    assert m.grid == grid == patch_grid((128, 64), stride=stride, patch=16)
     assert m.num_patches == grid[0] * grid[1]
     assert m.visual.vit.conv1.stride == (stride, stride)
     assert m.visual.vit.positional_embedding.shape == (1 + m.num_patches, 64)
@@ -92,8 +93,8 @@ def test_shapes_at_stride(stride, grid):
 
 
 def test_full_vitb16_grid_at_stride_12_is_clipreid_like():
-    assert patch_grid((256, 128), 16, 12) == (21, 10)
-    assert patch_grid((256, 128), 16, 16) == (16, 8)
+    assert patch_grid((256, 128), stride=12, patch=16) == (21, 10)
+    assert patch_grid((256, 128), stride=16, patch=16) == (16, 8)
 
 
 def test_global_baseline_has_no_parts(tiny):

@@ -20,7 +20,7 @@ from muva.models import (
     WeightsUnavailableError,
     build_model,
     load_model,
-    read_model_meta,
+    read_model_info,
     save_model,
     tiny_config,
 )
@@ -179,10 +179,10 @@ def trained(tmp_path_factory):
 def test_save_writes_safetensors_and_json(trained):
     m, path = trained
     assert path.suffix == ".safetensors" and path.is_file()
-    meta = read_model_meta(path)
-    assert meta["num_classes"] == 6 and meta["parts"] == ["head", "upper_body", "legs"]
-    assert meta["grid"] == [8, 4] and meta["feature_dim"] == 128 and meta["extra"] == {"epoch": 3}
-    assert meta["config"]["num_cameras"] == 3 and meta["config"]["sie"] is True
+    info = read_model_info(path)
+    assert info.num_classes == 6 and info.parts == ("head", "upper_body", "legs")
+    assert info.grid == (8, 4) and info.dim == 128 and info.extra == {"epoch": 3}
+    assert info.config.num_cameras == 3 and info.config.sie is True
 
 
 def test_load_with_identities_restores_everything(trained):

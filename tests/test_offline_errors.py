@@ -171,7 +171,7 @@ def test_cli_commands_report_a_truncated_model(tmp_path, market, model_files):
 # ----------------------------------------------------------------------------- corrupt feature files
 @pytest.fixture
 def feature_folder(tmp_path) -> Path:
-    from muva.inference.features import FeatureSet
+    from muva.utils.featurefiles import FeatureSet
 
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(10, 8)).astype(np.float32)
@@ -182,7 +182,7 @@ def feature_folder(tmp_path) -> Path:
 
 
 def test_load_features_names_the_broken_shard(feature_folder):
-    from muva.inference.features import FeatureFileError, load_features
+    from muva.utils.featurefiles import FeatureFileError, load_features
 
     assert len(load_features(feature_folder)) == 10
     shard = feature_folder / "features-00001.safetensors"

@@ -25,7 +25,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "COLUMN
 
 def _overrides(data: dict, *extra: str) -> list[str]:
     grounding = "{synth-domain_0: %s, synth-domain_1: %s}" % tuple(data["caches"].values())
-    return [f"data.grounding={grounding}", "stage1.epochs=1", "stage2.epochs=1", "eval.every=0", *extra]
+    return [f"grounding.caches={grounding}", "stage1.epochs=1", "stage2.epochs=1", "eval.every=0", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_provenance_sees_weights_caches_and_image_lists(trained, tmp_path):
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"x" * 1000)
     over = ["stage1.epochs=1", f"data.sources=[{src}]", f"data.targets=[{trained['data']['target']}]",
-            f"data.grounding={{{src}: {cache}}}", f"model.pretrained={weights}"]
+            f"grounding.caches={{{src}: {cache}}}", f"model.pretrained={weights}"]
     before = run_provenance(load_experiment(TINY, over))
     assert before["weights"]["size"] == 1000 and before["weights"]["kind"] == "file"
     weights.write_bytes(b"y" * 1000)  # same size, other content
@@ -180,7 +180,7 @@ def test_missing_grounding_cache_is_one_message_before_training(trained, tmp_pat
     out = tmp_path / "p"
     missing = [tmp_path / "none_0.sqlite", tmp_path / "none_1.sqlite"]
     proc = _cli(trained, out, *_overrides(trained["data"]),
-                f"data.grounding={{synth-domain_0: {missing[0]}, synth-domain_1: {missing[1]}}}")
+                f"grounding.caches={{synth-domain_0: {missing[0]}, synth-domain_1: {missing[1]}}}")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
     assert "2 grounding cache(s) missing" in proc.stderr

@@ -185,14 +185,14 @@ def test_test_time_resize_is_bilinear_everywhere():
     from PIL import Image
 
     from muva.data.transforms import build_transforms
-    from muva.inference.extractor import model_info
+    from muva.models.meta import ModelInfo
     from muva.inference.images import Preprocess
     from torchvision.transforms import InterpolationMode
 
     train_tf, eval_tf = build_transforms((256, 128), (0.5,) * 3, (0.5,) * 3, (16, 8))
     assert train_tf.interpolation == InterpolationMode.BICUBIC and eval_tf.interpolation == InterpolationMode.BILINEAR
     m = build_model(tiny_config(), num_classes=0)
-    info = model_info(m)
+    info = ModelInfo.of(m)
     assert info.interpolation == "bilinear" and type(info).from_json(info.to_json()).interpolation == "bilinear"
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 50, 3), dtype=np.uint8))
     got = Preprocess((128, 64), interpolation="bilinear")(img)

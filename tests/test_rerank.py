@@ -120,17 +120,18 @@ def test_config_validation():
 
 def test_numba_and_numpy_jaccard_agree():
     pytest.importorskip("numba")
-    from muva.evaluation.rerank import RerankConfig, RerankDistances, _jaccard_block
+    from muva.evaluation.rerank import RerankConfig, RerankDistances
+    from muva.evaluation.rerank_jaccard import jaccard_block
 
     rng = np.random.default_rng(9)
     q, g, _, _ = clustered(rng, 30, 150)
     src = RerankDistances(q, g, RerankConfig(k1=10, k2=4))
-    ref = _jaccard_block(src.Vq, src.Vg, 0, 30, 150, use_jit=False)
+    ref = jaccard_block(src.Vq, src.Vg, 0, 30, 150, use_jit=False)
     assert ref.max() > 0
-    np.testing.assert_allclose(_jaccard_block(src.Vq, src.Vg, 0, 30, 150, use_jit=True), ref, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(_jaccard_block(src.Vq, src.Vg, 5, 17, 150, use_jit=True), ref[5:17], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(jaccard_block(src.Vq, src.Vg, 0, 30, 150, use_jit=True), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(jaccard_block(src.Vq, src.Vg, 5, 17, 150, use_jit=True), ref[5:17], rtol=0, atol=1e-12)
     # the NumPy path split into many sub-chunks gives the same sums
-    np.testing.assert_allclose(_jaccard_block(src.Vq, src.Vg, 0, 30, 150, max_pairs=50, use_jit=False), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(jaccard_block(src.Vq, src.Vg, 0, 30, 150, max_pairs=50, use_jit=False), ref, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["exact", "sparse"])

@@ -182,7 +182,7 @@ def test_eval_from_the_model_file_alone_uses_the_runs_config_and_the_files_model
 def test_a_run_that_fails_while_setting_up_leaves_the_folder_free(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     over = tiny_overrides(tiny_data, run_dir, "stage1.epochs=1", "stage2.epochs=1", "eval.every=0")
-    bad = muva("train", "-c", str(TINY), *over, f"data.grounding={{{tiny_data['source']}: {tmp_path}/none.sqlite}}")
+    bad = muva("train", "-c", str(TINY), *over, f"grounding.caches={{{tiny_data['source']}: {tmp_path}/none.sqlite}}")
     assert bad.returncode == 2 and "muva ground" in _flat(bad.stderr) and "Traceback" not in bad.stderr
     assert not run_dir.exists() or not any(run_dir.iterdir())
     assert muva("train", "-c", str(TINY), *over).returncode == 0  # the retry needs neither --resume nor --overwrite

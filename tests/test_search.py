@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from muva.inference.features import FeatureSet
+from muva.utils.featurefiles import FeatureSet
 from muva.inference.search import KINDS, GalleryIndex, SearchError, bytes_per_vector, factory_string
 
 pytest.importorskip("faiss")

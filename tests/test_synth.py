@@ -126,7 +126,7 @@ def test_generated_names_agree_with_parts_records(bench):
         for path, rec in read_parts(root).items():
             assert (root / path).is_file()
             parsed = parse_filename(path)
-            assert (parsed["pid"], parsed["camid"]) == (rec["pid"], rec["camid"])
+            assert (parsed["pid"], parsed["camid"]) == (rec.pid, rec.camid)
             assert path.split("/")[0] in SPLIT_FOLDERS.values()
 
 
@@ -135,19 +135,19 @@ def test_boxes_inside_image_and_in_vertical_order(bench):
     n = 0
     for root in domains(bench):
         for rec in read_parts(root).values():
-            w, h = rec["width"], rec["height"]
+            w, h = rec.width, rec.height
             assert (w, h) == (64, 128)
-            b = rec["boxes"]
+            b = rec.boxes
             assert list(b) == ["head", "upper_body", "legs", "shoes"]
             for part, (x0, y0, x1, y1) in b.items():
-                assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, (rec["path"], part, b[part])
+                assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, (rec.path, part, b[part])
                 assert all(isinstance(v, float) for v in b[part])
             cy = {p: (b[p][1] + b[p][3]) / 2 for p in b}
-            assert b["head"][1] < b["upper_body"][1] < b["legs"][1] < b["shoes"][1], rec["path"]
-            assert cy["head"] < cy["upper_body"] < cy["legs"] < cy["shoes"], rec["path"]
+            assert b["head"][1] < b["upper_body"][1] < b["legs"][1] < b["shoes"][1], rec.path
+            assert cy["head"] < cy["upper_body"] < cy["legs"] < cy["shoes"], rec.path
             assert b["head"][3] <= b["upper_body"][3] <= b["legs"][3] and b["shoes"][3] <= h
             assert b["head"][3] <= b["legs"][1], "head and legs must not overlap"
-            assert set(rec["occluded"]) <= set(b)
+            assert set(rec.occluded) <= set(b)
             n += 1
     assert n == tiny().num_images
 
@@ -155,7 +155,8 @@ def test_boxes_inside_image_and_in_vertical_order(bench):
 def test_boxes_cover_the_drawn_person():
     """On a flat canvas, every part box is mostly covered by the figure's pixels."""
     from muva.data.synth.appearance import random_identity
-    from muva.data.synth.render import draw_person, sample_pose
+    from muva.data.synth.figure import sample_pose
+    from muva.data.synth.render import draw_person
 
     bg = (0, 255, 0)
     for k in range(8):

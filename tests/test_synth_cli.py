@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from muva.config import ConfigError, load_config, to_dict
 from muva.data.synth import SynthConfig
-from muva.data.synth.commands import register
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["num_domains=1", "ids_per_domain=3", "test_ids_per_domain=3", "images_per_id=2", "gallery_per_id=2",
@@ -22,14 +21,9 @@ TINY = ["num_domains=1", "ids_per_domain=3", "test_ids_per_domain=3", "images_pe
 
 @pytest.fixture()
 def app() -> typer.Typer:
-    """An app holding only the synth command (independent of other command modules)."""
-    app = typer.Typer()
+    """The real command line: a muva error escaping ``synth`` becomes its message and exit code 2 there."""
+    from muva.cli import app
 
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
     return app
 
 

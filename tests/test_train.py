@@ -33,7 +33,7 @@ def make_tiny_data(root: Path) -> dict:
 
 def tiny_overrides(data: dict, out: Path, *extra: str) -> list[str]:
     grounding = "{" + ", ".join(f"{k}: {v}" for k, v in data["caches"].items()) + "}"
-    return [f"data.sources=[{data['source']}]", f"data.targets=[{data['target']}]", f"data.grounding={grounding}",
+    return [f"data.sources=[{data['source']}]", f"data.targets=[{data['target']}]", f"grounding.caches={grounding}",
             f"output.dir={out}", *extra]
 
 
@@ -146,7 +146,7 @@ def test_missing_grounding_cache_names_the_command(tiny_data, tmp_path):
     from muva.engine.run import Experiment
     from muva.grounding import GroundingCacheError
 
-    over = tiny_overrides(tiny_data, tmp_path / "run") + [f"data.grounding={{{tiny_data['source']}: {tmp_path}/none.sqlite}}"]
+    over = tiny_overrides(tiny_data, tmp_path / "run") + [f"grounding.caches={{{tiny_data['source']}: {tmp_path}/none.sqlite}}"]
     cfg = load_experiment(TINY, over)
     with pytest.raises(GroundingCacheError, match="muva ground"):
         Experiment(cfg, quiet=True).run()
@@ -181,8 +181,8 @@ def test_training_on_imported_author_masks_keeps_them_exactly(tiny_data, tmp_pat
     ground_images(resolve_images(src, splits=("train",)), ImportExpert(masks=tmp_path / "authors.pkl", grid=(8, 4)),
                   cache, progress=False)
     over = tiny_overrides(tiny_data, tmp_path / "run", "stage1.epochs=1", "stage2.epochs=1", "eval.every=0",
-                          "data.grounding_missing=error")
-    over = [o for o in over if not o.startswith("data.grounding=")] + [f"data.grounding={{{src}: {cache}}}"]
+                          "grounding.missing=error")
+    over = [o for o in over if not o.startswith("grounding.caches=")] + [f"grounding.caches={{{src}: {cache}}}"]
     exp = Experiment(load_experiment(TINY, over), quiet=True)
     exp.run()
     assert len(exp.masks) == len(truth)
@@ -192,15 +192,15 @@ def test_training_on_imported_author_masks_keeps_them_exactly(tiny_data, tmp_pat
 
 
 def test_min_fraction_decides_the_training_masks(tiny_data):
-    """data.min_fraction is the box → patch rule of training (a larger share gives smaller masks)."""
+    """grounding.min_fraction is the box → patch rule of training (a larger share gives smaller masks)."""
     from muva.engine.config import load_experiment
     from muva.engine.data import build_pseudo_masks, build_sources
     from muva.grounding.masks import load_pseudo_masks
 
     def masks(fraction):
-        cfg = load_experiment(TINY, tiny_overrides(tiny_data, Path("unused"), f"data.min_fraction={fraction}"))
+        cfg = load_experiment(TINY, tiny_overrides(tiny_data, Path("unused"), f"grounding.min_fraction={fraction}"))
         train = build_sources(cfg.data, check_images=False)
-        return train, build_pseudo_masks(train, cfg.data, cfg.model.parts, cfg.model.input_size, 16)
+        return train, build_pseudo_masks(train, cfg.data, cfg.grounding, cfg.model.parts, cfg.model.input_size, 16)
 
     train, half = masks(0.5)
     _, most = masks(0.9)
@@ -235,7 +235,7 @@ def test_protocol_run_on_synthetic_domains_writes_one_table(tiny_data, tmp_path)
 
     root = str(Path(tiny_data["source"]).parent)
     grounding = "{synth-domain_0: %s, synth-domain_1: %s}" % tuple(tiny_data["caches"].values())
-    over = [f"data.grounding={grounding}", "stage1.epochs=1", "stage2.epochs=1", "eval.every=0"]
+    over = [f"grounding.caches={grounding}", "stage1.epochs=1", "stage2.epochs=1", "eval.every=0"]
     console = Console(record=True, width=200)
     plan = run_protocol(f"synth:{root}", TINY, over, out=tmp_path / "p", dry_run=True, console=console)
     assert plan == {} and "domain_0->domain_1" in console.export_text()
@@ -280,4 +280,4 @@ def test_every_preset_loads_and_follows_the_reference_recipe():
     assert muva.model.parts == ["head", "upper_body", "legs"] and muva.data.batch_size == 64 and muva.seed == 1234
     clip = load_experiment(REPO / "configs" / "clipreid" / "market_to_duke.yaml")
     assert clip.model.parts == [] and clip.model.sie and clip.stage1.loss == "supcon"
-    assert (clip.stage2.weights.id, clip.stage2.weights.triplet, clip.stage2.weights.mask) == (0.25, 1.0, 0.0)
+    assert clip.stage2.weights == {"id": 0.25, "imp": 0.0, "i2t": 1.0, "mask": 0.0, "triplet": 1.0}

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from _helpers import make_market
 from muva.cli import app
-from muva.inference.features import FeatureSet
+from muva.utils.featurefiles import FeatureSet
 from muva.viz.masks import MaskLayout, mask_panel, overlay, patch_to_pixels, select_layers, PART_COLOURS
 from muva.viz.ranks import RankLayout, rank, visualize_ranks
 

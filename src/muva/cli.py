@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from muva._version import __version__
-from muva.utils.console import fail, is_secondary_rank as _is_secondary_rank  # noqa: F401 - fail: re-exported
+from muva.utils.console import is_secondary_rank as _is_secondary_rank
 
 # Command modules, in the order their commands appear in ``muva --help``.
 COMMAND_MODULES = [

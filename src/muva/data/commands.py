@@ -16,17 +16,6 @@ OPTION_HELP = (
     "Dataset option KEY=VALUE, repeatable: goes to the datasets whose parser takes KEY "
     "(e.g. split=3, variant=labeled, train_split=train+val, pattern=REGEX); DATASET.KEY=VALUE for one dataset only."
 )
-def _dataset_options(specs: List[str], pairs: Optional[List[str]]) -> list[dict]:
-    """Each spec's options from the ``--dataset-option`` flags; a bad flag is a one-line error."""
-    from rich.markup import escape
-
-    from muva.data.datasets import DatasetError, dataset_options_for
-    from muva.utils.console import fail
-
-    try:
-        return dataset_options_for(specs, pairs)
-    except DatasetError as exc:
-        raise fail(str(exc))
 
 
 @data_app.command("summary")
@@ -44,19 +33,16 @@ def summary(
     from rich.console import Console
     from rich.markup import escape
 
-    from muva.data.datasets import DatasetError, UnusableDatasetError, load_dataset, open_dataset
-    from muva.utils.console import fail
+    from muva.data.datasets import UnusableDatasetError, dataset_options_for, load_dataset, open_dataset
 
-    opts = _dataset_options([name or spec], dataset_option)[0]
+    opts = dataset_options_for([name or spec], dataset_option)[0]  # a bad flag: a DatasetError, reported by the CLI
     console = Console()
     try:
         ds = load_dataset(name, spec, **opts) if name else open_dataset(spec, root, **opts)
     except UnusableDatasetError as exc:
-        if exc.dataset is not None:
+        if exc.dataset is not None:  # show what was read; the CLI then reports the error itself
             console.print(exc.dataset.summary_table())
-        raise fail(str(exc))
-    except DatasetError as exc:
-        raise fail(str(exc))
+        raise
     console.print(ds.summary_table())
     for key in ("train_split", "variant", "split", "query_mode"):
         if key in ds.info:
@@ -97,7 +83,15 @@ def check(
     from rich.markup import escape
     from rich.table import Table
 
-    from muva.data.datasets import DATASETS, STANDARD_DATASETS, DatasetError, UnusableDatasetError, data_root, open_dataset
+    from muva.data.datasets import (
+        DATASETS,
+        STANDARD_DATASETS,
+        DatasetError,
+        UnusableDatasetError,
+        data_root,
+        dataset_options_for,
+        open_dataset,
+    )
     from muva.data.datasets.layout import missing_root_message
     from muva.data.datasets.official import official_stats
     from muva.data.images import find_bad_images
@@ -105,7 +99,7 @@ def check(
 
     console = Console()
     specs = list(names or STANDARD_DATASETS)  # the datasets whose registry record says "standard"
-    per_spec = _dataset_options(specs, dataset_option)
+    per_spec = dataset_options_for(specs, dataset_option)
     table = Table(title="dataset check (found / official)")
     for col, just in (("dataset", "left"), ("split", "left"), ("identities", "right"), ("images", "right"), ("cameras", "right"), ("status", "left")):
         table.add_column(col, justify=just)
@@ -194,14 +188,9 @@ def protocol_list(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.data import DatasetError
     from muva.data.protocols import PROTOCOLS, get_protocol
-    from muva.utils.console import fail
 
-    try:
-        protocols = [get_protocol(name)] if name else [PROTOCOLS.get(n) for n in PROTOCOLS.names()]
-    except (KeyError, DatasetError) as exc:
-        raise fail(str(exc).strip('"'))
+    protocols = [get_protocol(name)] if name else [PROTOCOLS.get(n) for n in PROTOCOLS.names()]  # unknown: RegistryError
     console = Console()
     for p in protocols:
         aliases = PROTOCOLS.aliases_of(p.name) if p.name in PROTOCOLS else []

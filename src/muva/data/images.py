@@ -7,6 +7,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
+from PIL import Image
+
+from muva.utils.progress import progress_bar
+
 __all__ = ["image_problem", "find_bad_images"]
 
 
@@ -16,8 +20,6 @@ def image_problem(path: str, *, decode: bool = True) -> str | None:
     ``decode=True`` decodes every pixel (catches truncated files); ``False`` only checks
     the header and structure (``PIL.Image.verify``), which is much faster.
     """
-    from PIL import Image
-
     try:
         if os.path.getsize(path) == 0:
             return "empty file"
@@ -38,8 +40,6 @@ def image_problem(path: str, *, decode: bool = True) -> str | None:
 def find_bad_images(paths: Iterable[str], *, workers: int = 4, decode: bool = True, progress: bool = False,
                     description: str = "checking images") -> list[tuple[str, str]]:
     """``[(path, reason)]`` of the unusable files among ``paths`` (duplicates checked once, in order)."""
-    from muva.utils.progress import progress_bar
-
     unique = list(dict.fromkeys(paths))
     bad: list[tuple[str, str]] = []
     check = lambda p: image_problem(p, decode=decode)  # noqa: E731

@@ -22,8 +22,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
+from muva.data.images import find_bad_images
 from muva.data.records import DatasetError, ImageRecord
 
 __all__ = ["ReIDImageDataset", "scan_images", "read_image", "collate"]
@@ -31,8 +33,6 @@ __all__ = ["ReIDImageDataset", "scan_images", "read_image", "collate"]
 
 def read_image(path: str | Path):
     """Open an image as RGB PIL (fully decoded, so truncated files fail here)."""
-    from PIL import Image
-
     with Image.open(path) as im:
         im.load()
         return im.convert("RGB")
@@ -40,8 +40,6 @@ def read_image(path: str | Path):
 
 def scan_images(records: Sequence[ImageRecord], workers: int = 4, progress: bool = False) -> dict[str, str]:
     """``{path: reason}`` of the records whose file is missing or does not open as an image."""
-    from muva.data.images import find_bad_images
-
     return dict(find_bad_images([r.path for r in records], workers=workers, decode=False, progress=progress))
 
 
@@ -102,8 +100,6 @@ class ReIDImageDataset(Dataset):
                             return read_image(self.records[j].path), j, True
                         except Exception as exc2:  # noqa: BLE001
                             self.bad_files[self.records[j].path] = f"{type(exc2).__name__}: {exc2}"
-            from PIL import Image
-
             return Image.new("RGB", (64, 128)), i, False
 
     def __getitem__(self, item):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
+from muva.data.datasets import open_dataset
 from muva.data.records import SOURCE_SPLITS, DatasetError, ImageRecord, ReIDDataset, drop_unusable_train
 
 Part = Union[ReIDDataset, str, tuple]
@@ -66,8 +67,6 @@ class CombinedDataset(ReIDDataset):
 
 
 def _resolve(part: Part, root) -> tuple[ReIDDataset, str]:
-    from muva.data.datasets import open_dataset
-
     split = "train"
     if isinstance(part, tuple):
         if len(part) != 2:

@@ -16,7 +16,7 @@ pieces make it).  Both call :func:`require_rules` when imported, so a part added
 without those rules fails at import with a message naming the part.
 
 Adding a part: add one :class:`Part` to ``_RECORDS`` below, then its pose rule
-(``muva.grounding.experts.pose``) and its synthetic rule (``muva.data.synth.render``).
+(``muva.grounding.experts.pose``) and its synthetic rule (``muva.data.synth.figure``).
 
 Boxes are (x0, y0, x1, y1) in pixels of the image they belong to, x1/y1 exclusive (the
 box covers x0 <= x < x1, y0 <= y < y1).
@@ -31,7 +31,7 @@ from typing import Iterable, Mapping
 from muva.utils.errors import MuvaError
 
 __all__ = [
-    "DEFAULT_PARTS", "PARTS", "PART_NAMES", "PART_PHRASES", "Part", "PartTableError", "check_parts", "get_part", "require_rules",
+    "DEFAULT_PARTS", "PARTS", "PART_NAMES", "PART_PHRASES", "Part", "PartTableError", "UnknownPartError", "check_parts", "get_part", "require_rules",
 ]
 
 
@@ -102,23 +102,27 @@ DEFAULT_PARTS: tuple[str, ...] = tuple(p.name for p in PARTS.values() if p.defau
 PART_PHRASES: Mapping[str, str] = MappingProxyType({p.name: p.phrase for p in PARTS.values()})
 
 
+class UnknownPartError(PartTableError, ValueError):
+    """A part name that is not in the table, or one given twice."""
+
+
 def check_parts(parts: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Validate a list of part names (order kept); raises ValueError naming the valid ones."""
+    """Validate a list of part names (order kept); raises :class:`UnknownPartError` naming the valid ones."""
     parts = tuple(parts)
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
-        raise ValueError(f"unknown part(s) {', '.join(unknown)}; valid parts: {', '.join(PART_NAMES)}")
+        raise UnknownPartError(f"unknown part(s) {', '.join(unknown)}; valid parts: {', '.join(PART_NAMES)}")
     if len(set(parts)) != len(parts):
-        raise ValueError(f"duplicate part names in {parts}")
+        raise UnknownPartError(f"duplicate part names in {parts}")
     return parts
 
 
 def get_part(name: str) -> Part:
-    """The record of one part; raises ValueError naming the valid parts."""
+    """The record of one part; raises :class:`UnknownPartError` naming the valid parts."""
     try:
         return PARTS[name]
     except KeyError:
-        raise ValueError(f"unknown part {name!r}; valid parts: {', '.join(PART_NAMES)}") from None
+        raise UnknownPartError(f"unknown part {name!r}; valid parts: {', '.join(PART_NAMES)}") from None
 
 
 def require_rules(kind: str, rules: Mapping[str, object], where: str) -> None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from muva.data.datasets import dataset_record, open_dataset
+from muva.data.multisource import combine
 from muva.data.records import DatasetError, ReIDDataset
 from muva.registry import Registry
 
@@ -56,8 +58,6 @@ class Target:
 
     def open(self, root: str | Path | None = None, split: int = 0) -> ReIDDataset:
         """The target's query/gallery for split ``split`` (0..num_splits-1)."""
-        from muva.data.datasets import open_dataset
-
         if not 0 <= split < self.num_splits:
             raise DatasetError(f"target {self.label or self.dataset} has {self.num_splits} split(s); got split {split}")
         options = dict(self.options)
@@ -90,8 +90,6 @@ class Setting:
 
     def open_sources(self, root: str | Path | None = None):
         """The combined training set (:class:`muva.data.multisource.CombinedDataset`)."""
-        from muva.data.multisource import combine
-
         return combine(self.sources, root=root, name=self.name.split("->")[0])
 
     def iter_targets(self, root: str | Path | None = None) -> Iterator[tuple[Target, int, ReIDDataset]]:
@@ -128,8 +126,6 @@ class Protocol:
 
 def _target(label: str, fixed_splits: bool = False) -> Target:
     """A target; ``fixed_splits``: evaluated on every one of its fixed splits (the count its dataset record gives)."""
-    from muva.data.datasets import dataset_record
-
     _, dataset, options = ABBREV[label]
     return Target(dataset, dict(options), dataset_record(dataset).num_splits if fixed_splits else 1, label)
 

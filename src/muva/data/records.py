@@ -12,9 +12,12 @@ Identity conventions (shared by every parser):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from rich.table import Table
+
 from muva.utils.errors import MuvaError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
@@ -147,8 +150,6 @@ class ReIDDataset:
 
     def summary_table(self, title: str | None = None):
         """A rich table of identities / images / cameras per split."""
-        from rich.table import Table
-
         table = Table(title=title or f"{self.name} ({self.root})")
         table.add_column("split")
         table.add_column("identities", justify="right")
@@ -172,6 +173,4 @@ def relabel(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], dict[int
     """Map identities to 0..N-1 in sorted order of the original ids; returns records and the map."""
     records = list(records)
     mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
-    from dataclasses import replace
-
     return [replace(r, pid=mapping[r.pid]) for r in records], mapping

@@ -36,6 +36,9 @@ import json
 import sys
 from pathlib import Path
 
+from muva.data.records import DatasetError
+from muva.utils.io import atomic_write_text
+
 SPLIT_SEED = 20260315  # fixed; changing it changes every committed split file
 NUM_SPLITS = 10
 SPLITS_DIR = Path(__file__).resolve().parents[1] / "resources" / "splits"
@@ -101,8 +104,6 @@ def split_path(dataset: str) -> Path:
 
 def load_splits(dataset: str, path: str | Path | None = None) -> dict:
     """The committed split document of ``dataset`` (or the file at ``path``)."""
-    from muva.data.records import DatasetError
-
     file = Path(path) if path is not None else split_path(dataset)
     if not file.is_file():
         raise DatasetError(f"split file {file} is missing; regenerate it with: python -m muva.data.splits")
@@ -137,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{target}: {'ok' if same else 'DIFFERS'}")
             status |= 0 if same else 1
         else:
-            from muva.utils.io import atomic_write_text
-
             atomic_write_text(target, text)
             target.chmod(0o644)
             print(f"wrote {target}")

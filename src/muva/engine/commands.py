@@ -10,18 +10,9 @@ from typing import List, Optional
 
 import typer
 
+from muva.utils.errors import UsageError
+
 TRAIN_HELP = "key.sub=value overrides of the config (e.g. stage2.epochs=10 data.batch_size=32)."
-
-
-def _load(config: Optional[Path], overrides: List[str]):
-    from muva.config import ConfigError
-    from muva.engine.config import load_experiment
-    from muva.utils.console import fail
-
-    try:
-        return load_experiment(config, overrides or [])
-    except ConfigError as exc:
-        raise fail(str(exc))
 
 
 def train_cmd(
@@ -41,10 +32,10 @@ def train_cmd(
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see docs/training.md ("shared CPUs")
     if resume and overwrite:
-        from muva.utils.console import fail
+        raise UsageError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    from muva.engine.config import load_experiment
 
-        raise fail("--resume and --overwrite exclude each other: continue the run, or replace it")
-    cfg = _load(config, overrides)
+    cfg = load_experiment(config, overrides or [])
     if nproc > 1 and "RANK" not in os.environ:
         from muva.engine.distributed import launch
 
@@ -77,16 +68,15 @@ def eval_cmd(
     Unreadable query/gallery images are left out and listed (eval_results.json, "skipped_images"),
     never replaced; data.on_bad_image=raise makes them an error.
     """
-    from rich.console import Console
-
-    from muva.engine.evaluate import evaluate_checkpoint, resolve_eval_config
-    from muva.utils.console import fail
-
     if checkpoint is not None and model is not None and "=" in str(model):  # MODEL slot took an override
         overrides, model = [str(model), *(overrides or [])], None
     model = model or checkpoint
     if model is None:
-        raise fail("give the model file: muva eval RUN/model.safetensors [-t TARGET]")
+        raise UsageError("give the model file: muva eval RUN/model.safetensors [-t TARGET]")
+    from rich.console import Console
+
+    from muva.engine.evaluate import evaluate_checkpoint, resolve_eval_config
+
     console = Console(stderr=True)
     cfg, source = resolve_eval_config(model, config, overrides or [])
     console.print(f"evaluation settings: {source}", highlight=False)

@@ -9,13 +9,15 @@ the presets in ``configs/`` only name data and deviations.  Imports no torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
+from muva.config import load_config
 from muva.data.transform_config import TransformConfig  # re-exported: the config tree's data.transforms
+from muva.grounding.config import GroundingConfig, RENAMED_GROUNDING_KEYS
 from muva.models.config import ModelConfig
 
-__all__ = ["TransformConfig", "DataConfig", "ScheduleConfig", "OptimConfig", "LossWeights", "Stage1Config", "Stage2Config",
-           "EvalConfig", "OutputConfig", "ExperimentConfig", "load_experiment"]
+__all__ = ["TransformConfig", "DataConfig", "ScheduleConfig", "OptimConfig", "DEFAULT_LOSS_WEIGHTS", "Stage1Config", "Stage2Config",
+           "EvalConfig", "GroundingConfig", "OutputConfig", "NON_RESULT_KEYS", "EVALUATION_KEYS", "ExperimentConfig", "load_experiment"]
 
 
 @dataclass
@@ -28,11 +30,6 @@ class DataConfig:
     target_splits: dict[str, int] = field(default_factory=dict)  # target → number of query/gallery splits (mean reported)
     root: Optional[str] = None  # data root for registered names (default $MUVA_DATA or ./data)
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per dataset name, e.g. msmt17: {train_split: train+val}
-    grounding: dict[str, str] = field(default_factory=dict)  # source → grounding cache file
-    grounding_expert: str = "pose"  # default cache: runs/grounding/<dataset>/<expert>.sqlite
-    grounding_dir: Optional[str] = None  # base folder of the default caches (default runs/grounding)
-    grounding_missing: Literal["error", "prior", "skip"] = "error"  # images absent from the cache
-    min_fraction: float = 0.5  # box → patch mask: share of a patch inside the box (as `muva ground show --min-fraction`); imported masks are used exactly
     batch_size: int = 64  # global P×K batch (split over DDP processes)
     num_instances: int = 4  # K
     num_workers: int = 4
@@ -68,13 +65,9 @@ class OptimConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
 
 
-@dataclass
-class LossWeights:
-    id: float = 1.0
-    imp: float = 1.0
-    i2t: float = 1.0
-    mask: float = 1.0
-    triplet: float = 0.0
+#: ``stage2.weights`` defaults (MUVA's objective; ``triplet`` is the CLIP-ReID baseline's).  Names a
+#: config leaves out keep these; any other registered loss term (a plugin's) is off unless weighted.
+DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"id": 1.0, "imp": 1.0, "i2t": 1.0, "mask": 1.0, "triplet": 0.0}
 
 
 @dataclass
@@ -102,7 +95,7 @@ class Stage2Config:
     epochs: int = 60
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    weights: LossWeights = field(default_factory=LossWeights)
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))  # loss name → weight, 0 = off (muva.losses.LOSSES)
     label_smoothing: float = 0.1
     memory_temperature: float = 0.01
     memory_momentum: float = 0.2
@@ -112,6 +105,10 @@ class Stage2Config:
     mask_bce_weight: float = 1.0
     mask_dice_weight: float = 1.0
     mask_dice_smooth: float = 1.0e-3  # Dice smoothing on raw sums (reference: 1e-6 on sums scaled by 1/1000)
+
+    def __post_init__(self):
+        # a partial mapping ({center: 0.5}, stage2.weights.center=0.5) keeps the other defaults
+        self.weights = {**DEFAULT_LOSS_WEIGHTS, **{str(k): float(v) for k, v in self.weights.items()}}
 
 
 @dataclass
@@ -148,15 +145,26 @@ class ExperimentConfig:
     amp: Literal["none", "fp16", "bf16"] = "fp16"  # GPU only
     max_iters_per_epoch: int = 0  # cap (0 = full epochs); for smoke runs
     data: DataConfig = field(default_factory=DataConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)  # pseudo part masks: expert, options, caches
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_GROUNDING_KEYS  # older keys still accepted (muva.config.upgrade_tree)
+
+
+#: Config keys that cannot change any number muva computes: where files go, how progress is shown,
+#: loader threads, the weights cache folder, whether best.pt is also written.  A protocol setting is
+#: reused across them and a run resumes across them.
+NON_RESULT_KEYS = ("name", "output.dir", "output.progress", "output.log_every", "output.tensorboard",
+                   "output.checkpoint_every", "eval.keep_best", "data.num_workers", "model.cache_dir")
+#: Keys that change only how (and on what) a model is evaluated, never how it trains: a run resumes across them.
+EVALUATION_KEYS = ("device", "data.eval_batch_size", "data.check_images", "data.targets", "data.target_splits", "eval")
+
 
 def load_experiment(path=None, overrides=()) -> ExperimentConfig:
     """Load an :class:`ExperimentConfig` from YAML (``_base_`` inheritance) plus overrides."""
-    from muva.config import load_config
 
     return load_config(ExperimentConfig, path, overrides)

@@ -1,4 +1,4 @@
-"""From an experiment's ``data`` section to training and evaluation data.
+"""From an experiment's ``data`` and ``grounding`` sections to training and evaluation data.
 
 * :func:`build_sources` opens and combines the source datasets (identities relabelled
   0..N-1, dataset-prefixed, cameras made unique across sources);
@@ -10,12 +10,24 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from torch.utils.data import DataLoader
+
+from muva.data.datasets import DATASETS, open_dataset, resolve_source
+from muva.data.loader import collate, scan_images
+from muva.data.multisource import combine
 from muva.data.records import DatasetError, ImageRecord, ReIDDataset
+from muva.data.samplers import SequentialShardSampler
 from muva.engine.config import DataConfig
+from muva.grounding.cache import GroundingCache, GroundingCacheError, default_cache_path
+from muva.grounding.config import GroundingConfig
+from muva.grounding.masks import load_pseudo_masks
+from muva.grounding.run import parts_to_ground
 
 __all__ = ["TrainData", "build_sources", "build_targets", "build_pseudo_masks", "grounding_cache_for",
            "ground_command", "train_loader", "eval_loader", "open_spec", "spec_options"]
@@ -42,8 +54,6 @@ def spec_options(spec: str, cfg: DataConfig) -> dict[str, Any]:
     """``data.dataset_options`` of one spec: under the spec as written or its registered name."""
     options: dict[str, Any] = dict(cfg.dataset_options.get(spec, {}))
     if not options:
-        from muva.data.datasets import DATASETS
-
         if spec in DATASETS:
             options = dict(cfg.dataset_options.get(DATASETS.canonical(spec), {}))
     return options
@@ -55,7 +65,6 @@ def open_spec(spec: str, cfg: DataConfig) -> ReIDDataset:
     Resolved by :func:`muva.data.datasets.resolve_source`; training and evaluation need
     identities, so a plain image folder (no dataset layout) is an error here.
     """
-    from muva.data.datasets import resolve_source
 
     source = resolve_source(spec, cfg.root, spec_options(spec, cfg))
     if source.dataset is None:
@@ -67,7 +76,6 @@ def open_spec(spec: str, cfg: DataConfig) -> ReIDDataset:
 
 def build_sources(cfg: DataConfig, check_images: bool | None = None, progress: bool = False) -> TrainData:
     """Open, combine and (optionally) scan the source datasets."""
-    from muva.data.multisource import combine
 
     if not cfg.sources:
         raise DatasetError("data.sources is empty: name at least one training dataset (name or folder)")
@@ -76,8 +84,6 @@ def build_sources(cfg: DataConfig, check_images: bool | None = None, progress: b
     records = list(combined.train)
     bad: dict[str, str] = {}
     if cfg.check_images if check_images is None else check_images:
-        from muva.data.loader import scan_images
-
         bad = scan_images(records, progress=progress)
         if bad:
             if cfg.on_bad_image == "raise":
@@ -99,7 +105,6 @@ def build_targets(cfg: DataConfig, specs: Sequence[str] | None = None, check_ima
     in ``dataset.info["unreadable_images"]`` (``{path: reason}``), which the evaluation leaves
     out and reports; with ``data.on_bad_image=raise`` they are an error here.
     """
-    from muva.data.datasets import open_dataset
 
     out = []
     for spec in (cfg.targets if specs is None else specs):
@@ -118,8 +123,6 @@ def build_targets(cfg: DataConfig, specs: Sequence[str] | None = None, check_ima
 
 
 def _scan_target(spec: str, splits: list[ReIDDataset], on_bad_image: str, progress: bool) -> None:
-    from muva.data.loader import scan_images
-
     records = list({r.path: r for ds in splits for r in ds.query + ds.gallery}.values())
     bad = scan_images(records, progress=progress)
     if bad and on_bad_image == "raise":
@@ -133,67 +136,72 @@ def _scan_target(spec: str, splits: list[ReIDDataset], on_bad_image: str, progre
             ds.info["unreadable_images"] = mine
 
 
-def grounding_cache_for(spec: str, dataset: ReIDDataset, cfg: DataConfig) -> Path:
-    """The grounding cache of a source: ``data.grounding[spec]`` or the default location."""
-    if spec in cfg.grounding:
-        return Path(cfg.grounding[spec])
-    if dataset.name in cfg.grounding:
-        return Path(cfg.grounding[dataset.name])
-    from muva.grounding.cache import default_cache_path
-
-    return Path(default_cache_path(dataset.name, cfg.grounding_expert, cfg.grounding_dir))
+def grounding_cache_for(spec: str, dataset_name: str, grounding: GroundingConfig) -> Path:
+    """The grounding cache of a source: ``grounding.caches[spec]`` (or ``[dataset_name]``), else the default location."""
+    for key in (spec, dataset_name):
+        if key in grounding.caches:
+            return Path(grounding.caches[key])
+    return Path(default_cache_path(dataset_name, grounding.expert, grounding.dir))
 
 
-def ground_command(spec: str, cfg: DataConfig, cache: str | Path, parts: Sequence[str] = ()) -> str:
-    """The ``muva ground run ...`` line that creates the grounding cache a source needs."""
-    import shlex
+def ground_command(spec: str, data: DataConfig, grounding: GroundingConfig, cache: str | Path,
+                   parts: Sequence[str] = ()) -> str:
+    """The ``muva ground run ...`` line that writes the grounding cache a source needs.
 
-    cmd = ["muva", "ground", "run", spec, "--expert", cfg.grounding_expert, "--out", str(cache)]
-    if cfg.root:
-        cmd += ["--root", str(cfg.root)]
-    if parts and list(parts) != ["head", "upper_body", "legs"]:
-        cmd += ["--parts", ",".join(parts)]
-    for key, value in spec_options(spec, cfg).items():
+    The expert and its options come from the ``grounding`` section; ``--parts`` is named only
+    when ``cache`` exists without some of ``parts`` (a new cache gets every part the expert
+    can ground, which serves any model)."""
+    cmd = ["muva", "ground", "run", spec, "--expert", grounding.expert, "--out", str(cache)]
+    if data.root:
+        cmd += ["--root", str(data.root)]
+    if parts and Path(cache).is_file():
+        cmd += ["--parts", ",".join(parts_to_ground(parts, cache))]
+    for key, value in spec_options(spec, data).items():
         cmd += ["-O", f"{key}={value}"]
+    for key, value in grounding.options.items():
+        cmd += ["-X", f"{key}={value}"]
     return shlex.join(cmd)
 
 
-def build_pseudo_masks(train: TrainData, cfg: DataConfig, parts: Sequence[str], input_size, stride: int,
-                       patch: int | None = None) -> dict:
-    """``{path: bool R×L}`` for every training record, from the sources' grounding caches."""
-    from muva.grounding.masks import load_pseudo_masks
+def build_pseudo_masks(train: TrainData, data: DataConfig, grounding: GroundingConfig, parts: Sequence[str], input_size,
+                       stride: int, patch: int | None = None) -> dict:
+    """``{path: bool R×L}`` for every training record, from the sources' grounding caches.
 
+    A cache that is missing, or that lacks some of ``parts``, is an error printing the
+    ``muva ground run`` line that writes (or completes) it."""
     masks: dict = {}
-    for d, (spec, ds) in enumerate(zip(cfg.sources, train.sources)):
+    for d, (spec, ds) in enumerate(zip(data.sources, train.sources)):
         records = [r for r in train.records if r.dsetid == d]
-        cache = grounding_cache_for(spec, ds, cfg)
+        cache = grounding_cache_for(spec, ds.name, grounding)
         if not cache.is_file():
-            from muva.grounding.cache import GroundingCacheError
-
             raise GroundingCacheError(f"grounding cache {cache} (pseudo masks of source {spec}) does not exist. "
-                                      f"Create it with:\n  {ground_command(spec, cfg, cache, parts)}\n"
-                                      "(--expert prior needs no model), or point data.grounding.<source> at an "
+                                      f"Create it with:\n  {ground_command(spec, data, grounding, cache, parts)}\n"
+                                      "(--expert prior needs no model), or point grounding.caches.<source> at an "
                                       "existing cache")
+        with GroundingCache.open(cache, readonly=True) as opened:
+            have = opened.parts()
+        lacking = [p for p in parts if p not in have]
+        if lacking:
+            raise GroundingCacheError(f"grounding cache {cache} (source {spec}) holds parts {', '.join(have)}, the model "
+                                      f"needs {', '.join(lacking)} too. Add them with:\n  "
+                                      f"{ground_command(spec, data, grounding, cache, parts)}")
         masks.update(load_pseudo_masks(records, cache, parts=list(parts), input_size=tuple(input_size),
-                                       stride=stride, min_fraction=cfg.min_fraction, patch=patch,
-                                       missing=cfg.grounding_missing))
-    if cfg.grounding_missing == "skip":
+                                       stride=stride, min_fraction=grounding.min_fraction, patch=patch,
+                                       missing=grounding.missing))
+    if grounding.missing == "skip":
         train.records = [r for r in train.records if r.path in masks]
     return masks
 
 
 def _worker_ignores_sigint(worker_id: int) -> None:  # noqa: ARG001
     """Loader workers leave Ctrl-C to the main process, which stops at a step boundary and saves."""
-    import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train_loader(dataset, sampler, batch_size: int, num_workers: int, device_type: str = "cpu"):
     """DataLoader over ``(index, seed)`` pairs of a :class:`RandomIdentitySampler`."""
-    from torch.utils.data import DataLoader
 
-    from muva.data.loader import collate
 
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
                       worker_init_fn=_worker_ignores_sigint, drop_last=True, pin_memory=device_type == "cuda", persistent_workers=num_workers > 0)
@@ -202,10 +210,7 @@ def train_loader(dataset, sampler, batch_size: int, num_workers: int, device_typ
 def eval_loader(dataset, batch_size: int, num_workers: int, world_size: int = 1, rank: int = 0,
                 device_type: str = "cpu"):
     """Sequential loader over this rank's shard (``rank::world_size``)."""
-    from torch.utils.data import DataLoader
 
-    from muva.data.loader import collate
-    from muva.data.samplers import SequentialShardSampler
 
     return DataLoader(dataset, batch_size=batch_size, sampler=SequentialShardSampler(len(dataset), world_size, rank),
                       num_workers=num_workers, collate_fn=collate, pin_memory=device_type == "cuda",

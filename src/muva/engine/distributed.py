@@ -14,11 +14,16 @@ failure report.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+import sys
+import uuid
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from muva.utils.distributed import all_gather_tensor, barrier, broadcast_object, gather_by_index, is_distributed
 from muva.utils.errors import MuvaError
@@ -86,13 +91,6 @@ def launch(nproc: int, args: list[str]) -> int:
     127.0.0.1 for the rendezvous).  When they fail, the first failure's exit code is returned
     and the launcher's report is left out: rank 0 has already printed the error.
     """
-    import logging
-    import sys
-    import uuid
-
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: no oversubscription of the cores
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=str(uuid.uuid4()),

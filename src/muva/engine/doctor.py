@@ -17,6 +17,7 @@ Nothing is trained and no weights are loaded (the model is sized on torch's meta
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -24,6 +25,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from muva.engine.config import load_experiment
+from muva.engine.runfolder import RUN_FILES, RunFolderError, prepare_run_folder
+from muva.utils.errors import MuvaError
+
+# muva.cli imports this module for every command (it registers ``muva doctor``), so what loads
+# torch, open_clip or SQLite (the data, model and grounding modules) is imported inside the checks.
 
 __all__ = ["Check", "run_checks", "doctor_cmd", "register"]
 
@@ -53,9 +61,8 @@ def _failure(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- data
 def _check_sources(cfg, out: list[Check]):
-    from muva.data.loader import scan_images
-    from muva.engine.data import build_sources, open_spec
-    from muva.utils.errors import MuvaError
+    from muva.data.loader import scan_images  # lazy (torch): see the note at the top
+    from muva.engine.data import build_sources, open_spec  # lazy (torch): see the note at the top
 
     if not cfg.data.sources:
         out.append(Check("sources", "FAIL", "data.sources is empty: name at least one training dataset (name or folder)"))
@@ -97,8 +104,7 @@ def _check_sources(cfg, out: list[Check]):
 
 def _check_targets(cfg, out: list[Check]) -> int:
     """Returns the number of query + gallery images (for the estimates)."""
-    from muva.engine.data import build_targets
-    from muva.utils.errors import MuvaError
+    from muva.engine.data import build_targets  # lazy (torch): see the note at the top
 
     if not cfg.data.targets:
         out.append(Check("targets", "warn", "data.targets is empty: the run trains but evaluates nothing"))
@@ -118,8 +124,8 @@ def _check_targets(cfg, out: list[Check]) -> int:
 
 
 def _check_grounding(cfg, train, out: list[Check]) -> None:
-    from muva.engine.data import ground_command, grounding_cache_for
-    from muva.grounding.cache import GroundingCache, GroundingCacheError
+    from muva.engine.data import ground_command, grounding_cache_for  # lazy (torch): see the note at the top
+    from muva.grounding.cache import GroundingCache, GroundingCacheError  # lazy (SQLite): see the note at the top
 
     parts = list(cfg.model.parts)
     if not parts:
@@ -128,13 +134,13 @@ def _check_grounding(cfg, train, out: list[Check]) -> None:
     if train is None:
         out.append(Check("grounding", "warn", "not checked: the sources did not open"))
         return
-    missing_rule = cfg.data.grounding_missing
+    missing_rule = cfg.grounding.missing
     for d, (spec, ds) in enumerate(zip(cfg.data.sources, train.sources)):
         name = f"grounding {spec}"
-        cache_path = grounding_cache_for(spec, ds, cfg.data)
+        cache_path = grounding_cache_for(spec, ds.name, cfg.grounding)
         if not cache_path.is_file():
             out.append(Check(name, "FAIL", f"grounding cache {cache_path} does not exist; create it with "
-                                           f"`{ground_command(spec, cfg.data, cache_path, parts)}`"))
+                                           f"`{ground_command(spec, cfg.data, cfg.grounding, cache_path, parts)}`"))
             continue
         paths = [r.path for r in train.records if r.dsetid == d]
         try:
@@ -147,28 +153,28 @@ def _check_grounding(cfg, train, out: list[Check]) -> None:
             continue
         if lacking:
             out.append(Check(name, "FAIL", f"{cache_path} lacks the part(s) {', '.join(lacking)} of model.parts; "
-                                           f"re-run muva ground with --parts {','.join(parts)}"))
+                                           f"add them with `{ground_command(spec, cfg.data, cfg.grounding, cache_path, parts)}`"))
         elif not absent:
             out.append(Check(name, "ok", f"{cache_path} ({expert}) covers all {len(paths):,} training images"))
         else:
             share = f"{len(absent):,} of {len(paths):,} training images have no usable entry (e.g. {absent[0]})"
             if missing_rule == "error":
                 out.append(Check(name, "FAIL", f"{share} in {cache_path}; resume "
-                                               f"`{ground_command(spec, cfg.data, cache_path, parts)}`, "
-                                               "or set data.grounding_missing=prior or skip"))
+                                               f"`{ground_command(spec, cfg.data, cfg.grounding, cache_path, parts)}`, "
+                                               "or set grounding.missing=prior or skip"))
             else:
                 use = "use the body prior" if missing_rule == "prior" else "are left out"
-                out.append(Check(name, "warn", f"{share} in {cache_path}; they {use} (data.grounding_missing={missing_rule})"))
+                out.append(Check(name, "warn", f"{share} in {cache_path}; they {use} (grounding.missing={missing_rule})"))
 
 
 # ----------------------------------------------------------------------------- model and resources
 def _model_size(cfg, num_classes: int) -> dict:
     """Parameters, trained parameters, feature dim and activation bytes of one training batch,
     sized on the meta device (no memory, no weights)."""
-    import torch
+    import torch  # lazy: see the note at the top
 
-    from muva.models import build_model
-    from muva.models.clip_loading import resolve_clip_config
+    from muva.models import build_model  # lazy (torch, open_clip): see the note at the top
+    from muva.models.clip_loading import resolve_clip_config  # lazy (torch, open_clip): see the note at the top
 
     with torch.device("meta"):
         model = build_model(cfg.model, 0, load_weights=False)
@@ -188,9 +194,8 @@ def _model_size(cfg, num_classes: int) -> dict:
 
 
 def _check_weights(cfg, out: list[Check]) -> None:
-    from muva.models.io import cached_clip_file, weights_file_problem
-    from muva.models.clip_loading import ensure_weights_obtainable
-    from muva.utils.errors import MuvaError
+    from muva.models.clip_loading import ensure_weights_obtainable  # lazy (torch, open_clip): see the note at the top
+    from muva.models.io import cached_clip_file, weights_file_problem  # lazy (torch, open_clip): see the note at the top
 
     mc = cfg.model
     try:
@@ -231,7 +236,7 @@ def _available_ram() -> int | None:
     except OSError:
         pass
     try:
-        import psutil
+        import psutil  # lazy: optional, not a muva dependency (only where /proc/meminfo is absent)
 
         return int(psutil.virtual_memory().available)
     except ImportError:
@@ -239,7 +244,7 @@ def _available_ram() -> int | None:
 
 
 def _want_cuda(cfg) -> tuple[bool, object]:
-    import torch
+    import torch  # lazy: see the note at the top
 
     return cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()), torch
 
@@ -311,8 +316,6 @@ def _check_device(cfg, training_state: int, out: list[Check]) -> None:
 
 
 def _check_output(cfg, out: list[Check]) -> None:
-    from muva.engine.runfolder import RUN_FILES, RunFolderError, prepare_run_folder
-
     folder = Path(cfg.output.dir)
     if folder.exists() and not folder.is_dir():
         out.append(Check("output folder", "FAIL", f"output.dir {folder} is a file, not a folder; choose another output.dir=..."))
@@ -359,13 +362,10 @@ def doctor_cmd(
 
     Exit code 0 when every check is ok or warn, 1 when one FAILs.  Nothing is trained or loaded.
     """
-    import json
-
+    # lazy: rich is loaded when the report is printed, not by every `muva` call
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from muva.engine.config import load_experiment
 
     cfg = load_experiment(config, overrides or [])
     checks = run_checks(cfg)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from muva.data.records import ReIDDataset
+from muva.config import config_diff, from_dict, to_dict
+from muva.data.loader import ReIDImageDataset
+from muva.data.records import DatasetError, ReIDDataset
+from muva.data.transforms import build_transforms
+from muva.engine.checkpoint import load_checkpoint, load_weights
+from muva.engine.config import load_experiment
+from muva.engine.data import build_targets, eval_loader
+from muva.engine.distributed import init_distributed
+from muva.engine.features import extract_dataset, test_features
+from muva.evaluation import evaluate, summarize_splits
+from muva.models import ModelConfig, build_model, load_model
+from muva.models.io import ModelFileError
 
 __all__ = ["evaluate_model", "target_features"]
 
@@ -28,10 +41,6 @@ def target_features(model, dataset: ReIDDataset, transform, cfg, dist, autocast,
     records, and listed in ``skipped`` (``[{"path", "split", "reason"}]``).  With
     ``data.on_bad_image=raise`` the first one stops the evaluation instead.
     """
-    from muva.data.loader import ReIDImageDataset
-    from muva.engine.data import eval_loader
-    from muva.engine.features import extract_dataset, test_features
-
     query = list(dataset.query)
     gallery = list(dataset.gallery)
     if cfg.eval.max_images:
@@ -64,8 +73,6 @@ def target_features(model, dataset: ReIDDataset, transform, cfg, dist, autocast,
 def evaluate_model(model, targets: Sequence[tuple[str, list[ReIDDataset]]], transform, cfg, dist, autocast,
                    progress: bool = False) -> dict:
     """``{target name: EvalResult or MultiSplitResult}`` (on rank 0; other ranks return ``{}``)."""
-    from muva.evaluation import evaluate, summarize_splits
-
     results = {}
     for name, splits in targets:
         if not isinstance(splits, (list, tuple)):
@@ -97,10 +104,6 @@ def resolve_eval_config(model_path, config=None, overrides=()):
     ``config`` when given; else the run's ``config.yaml`` beside the model file (what
     ``muva train`` writes); else muva's defaults (then give the targets with ``--target``).
     """
-    from pathlib import Path
-
-    from muva.engine.config import load_experiment
-
     if config is not None:
         return load_experiment(config, overrides), str(config)
     beside = Path(model_path).parent / "config.yaml"
@@ -111,12 +114,6 @@ def resolve_eval_config(model_path, config=None, overrides=()):
 
 def _model_from_file(path, cfg, device):
     """``(model, model config dict it was built from)``: the model file's own config always wins."""
-    from dataclasses import replace
-
-    from muva.config import from_dict, to_dict
-    from muva.engine.checkpoint import load_checkpoint, load_weights
-    from muva.models import ModelConfig, build_model, load_model
-
     if path.suffix == ".pt":
         state = load_checkpoint(path)
         saved = state.get("config", {}).get("model")
@@ -139,14 +136,6 @@ def evaluate_checkpoint(cfg, checkpoint, targets: Sequence[str] | None = None, q
     data.  Returns ``({target: result}, notes)`` — notes say where ``cfg.model`` disagreed with
     the file (the file wins).
     """
-    from pathlib import Path
-
-    from muva.config import config_diff, to_dict
-    from muva.data.transforms import build_transforms
-    from muva.engine.data import build_targets
-    from muva.engine.distributed import init_distributed
-    from muva.models.io import ModelFileError
-
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ModelFileError(f"model file not found: {checkpoint}")
@@ -164,8 +153,6 @@ def evaluate_checkpoint(cfg, checkpoint, targets: Sequence[str] | None = None, q
                                   test_interpolation=model.cfg.test_interpolation)
     tgts = build_targets(cfg.data, targets, progress=not quiet)
     if not tgts:
-        from muva.data.records import DatasetError
-
         raise DatasetError("no target to evaluate: give --target DATASET or set data.targets in the config")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if (cfg.amp != "none" and dist.device.type == "cuda") else None
     return evaluate_model(model, tgts, eval_tf, cfg, dist, autocast, progress=not quiet), notes

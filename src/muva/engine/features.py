@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
 from torch import nn
 
 from muva.engine.distributed import gather_by_index, is_distributed
+from muva.engine.trainer import unwrap
+from muva.utils.progress import track
 
 __all__ = ["extract_dataset", "test_features", "pseudo_mask_features"]
 
@@ -41,10 +44,6 @@ def extract_dataset(model: nn.Module, loader, total: int, fn: Callable, device: 
     ``with_valid``: also return a ``total`` bool tensor, False where the batch's ``valid``
     entry said the image could not be read (its feature row is then meaningless).
     """
-    import contextlib
-
-    from muva.engine.trainer import unwrap
-
     bare = unwrap(model)
     was_training = bare.training
     bare.eval()
@@ -52,8 +51,6 @@ def extract_dataset(model: nn.Module, loader, total: int, fn: Callable, device: 
     ctx = autocast if autocast is not None else contextlib.nullcontext
     it = loader
     if progress:
-        from muva.utils.progress import track
-
         it = track(loader, description, total=len(loader))
     try:
         for batch in it:

@@ -17,7 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from rich.console import Console
+
+from muva.engine.runfolder import truncate_metrics
 from muva.engine.trainer import Hook, Trainer
+from muva.utils.progress import make_progress
 
 __all__ = ["RunLogger", "LoggingHook", "read_metrics"]
 
@@ -41,7 +45,7 @@ class RunLogger:
         self._fh = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         if self.tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is optional at run time, and slow
 
                 self._tb = SummaryWriter(str(self.run_dir / "tb"))
             except Exception as exc:  # noqa: BLE001 - tensorboard is optional at run time
@@ -67,8 +71,6 @@ class RunLogger:
         :func:`muva.engine.runfolder.truncate_metrics`.  Returns how many were dropped."""
         if not self.enabled:
             return 0
-        from muva.engine.runfolder import truncate_metrics
-
         was_open = self._fh is not None
         if was_open:  # the file is rewritten: append to the new one afterwards
             self._fh.close()
@@ -81,8 +83,6 @@ class RunLogger:
         if not self.enabled:
             return
         if self.console is None:
-            from rich.console import Console
-
             self.console = Console()
         self.console.print(message, highlight=False)
 
@@ -112,8 +112,6 @@ class LoggingHook(Hook):
         for note in trainer.notes:
             self.logger.print(f"[yellow]note:[/] {note}")
         if self.show:
-            from muva.utils.progress import make_progress
-
             self._progress = make_progress()
             self._progress.start()
 

@@ -27,7 +27,18 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
+from muva.data.protocols import get_protocol
+from muva.engine.config import load_experiment
+from muva.engine.data import ground_command
+from muva.engine.provenance import config_hash, provenance_diff, read_provenance, run_provenance, write_provenance
+from muva.engine.run import Experiment
+from muva.evaluation.tables import ResultTable
+from muva.grounding.cache import GroundingCacheError
 from muva.utils.errors import MuvaError
 
 __all__ = ["run_protocol", "setting_config", "default_out", "PaperResult", "ProtocolError"]
@@ -130,8 +141,6 @@ class _State:
 
 
 def _assess(setting, cfg, dry_run: bool) -> _State:
-    from muva.engine.provenance import provenance_diff, read_provenance, run_provenance
-
     run_dir = Path(cfg.output.dir)
     try:
         prov = run_provenance(cfg)
@@ -179,13 +188,11 @@ def _missing_message(states: list[_State], dry_run: bool = False) -> str:
     for st in states:
         for key in st.missing_caches():
             needed.setdefault(key, []).append(st.setting.name)
-    from muva.engine.data import ground_command
-
     cfg = states[0].cfg
     lines = [f"{len(needed)} grounding cache(s) missing{'' if dry_run else ' (nothing was trained)'}. Create them with:"]
     for (spec, path), names in needed.items():
-        lines.append(f"  {ground_command(spec, cfg.data, path, cfg.model.parts)}    (for {', '.join(names)})")
-    lines.append("or point data.grounding.<source> at an existing cache (--expert prior needs no model).")
+        lines.append(f"  {ground_command(spec, cfg.data, cfg.grounding, path, cfg.model.parts)}    (for {', '.join(names)})")
+    lines.append("or point grounding.caches.<source> at an existing cache (--expert prior needs no model).")
     return "\n".join(lines)
 
 
@@ -197,15 +204,6 @@ def run_protocol(name: str, config, overrides: Sequence[str] = (), settings: Seq
     ``rerun`` clears and retrains the chosen settings that are stale; matching finished ones
     are still reused.
     """
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from muva.data.protocols import get_protocol
-    from muva.engine.config import load_experiment
-    from muva.engine.provenance import config_hash, write_provenance
-    from muva.grounding.cache import GroundingCacheError
-
     console = console or Console()
     protocol = get_protocol(name)
     chosen = [protocol.setting(s) for s in settings] if settings else list(protocol.settings)
@@ -241,8 +239,6 @@ def run_protocol(name: str, config, overrides: Sequence[str] = (), settings: Seq
     if missing:
         raise GroundingCacheError(_missing_message(missing))
 
-    from muva.engine.run import Experiment
-
     label = {"name": protocol.name, "config_hash": base_hash}
     for st in training:
         if st.status == "stale" and st.run_dir.exists():
@@ -263,16 +259,12 @@ def run_protocol(name: str, config, overrides: Sequence[str] = (), settings: Seq
 
 def _row_label(run_dir: Path) -> tuple[str, dict]:
     """``ours: <config name> #<config hash>`` of a finished setting, from its provenance.json."""
-    from muva.engine.provenance import read_provenance
-
     prov = read_provenance(run_dir)
     if prov is None:
         name = "unknown"
         try:
-            import yaml
-
             name = str((yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("name") or name)
-        except (OSError, ValueError, AttributeError, ImportError):
+        except (OSError, ValueError, AttributeError):
             pass
         return f"ours: {name} (no provenance)", {"config_name": name, "config_hash": None, "provenance_hash": None}
     h = (prov.get("protocol") or {}).get("config_hash") or prov.get("hash", "?")
@@ -282,8 +274,6 @@ def _row_label(run_dir: Path) -> tuple[str, dict]:
 
 def _protocol_table(protocol, out: Path, current: str):
     """Every setting of ``out`` with results: one row per config label, then the paper's rows."""
-    from muva.evaluation.tables import ResultTable
-
     rows: dict[str, dict] = {}
     runs: dict[str, dict] = {}
     shown = []

@@ -31,6 +31,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from muva._version import __version__
+from muva.config import config_diff, to_dict, upgrade_tree
+from muva.engine.config import NON_RESULT_KEYS, ExperimentConfig
+from muva.utils.io import atomic_write_text
+
 __all__ = ["IGNORED_KEYS", "PROVENANCE_FILE", "run_provenance", "provenance_diff", "provenance_hash", "config_hash",
            "weights_fingerprint", "file_fingerprint", "read_provenance", "write_provenance"]
 
@@ -42,8 +47,7 @@ VERSION = 1
 #: written, whether best.pt is kept besides (the reported model is the last epoch's),
 #: data-loader worker processes (every sample's augmentation is seeded by its index) and the
 #: download folder of pretrained tags (the tag itself is compared).
-IGNORED_KEYS = ("name", "output.dir", "output.progress", "output.log_every", "output.tensorboard",
-                "output.checkpoint_every", "eval.keep_best", "data.num_workers", "model.cache_dir")
+IGNORED_KEYS = NON_RESULT_KEYS  # the one list, in muva.engine.config (its order is part of config_hash)
 
 #: The sections of a provenance that are compared (``config`` minus :data:`IGNORED_KEYS`).
 COMPARED = ("config", "weights", "grounding_caches", "image_lists")
@@ -101,7 +105,7 @@ def _digest_lines(lines: Iterable[str]) -> str:
 
 def _image_lists(data_cfg) -> tuple[dict[str, Any], Any]:
     """Counts and digests of the training and target lists; also returns the opened sources."""
-    from muva.engine.data import build_sources, build_targets
+    from muva.engine.data import build_sources, build_targets  # lazy: it imports torch, and this module promises none
 
     train = build_sources(data_cfg, check_images=False)
     roots = [ds.root for ds in train.sources]
@@ -124,12 +128,12 @@ def _image_lists(data_cfg) -> tuple[dict[str, Any], Any]:
 
 def grounding_caches(cfg, train=None) -> dict[str, dict[str, Any]]:
     """``{source spec: fingerprint}`` of the caches a config trains with (empty without part tokens)."""
-    from muva.engine.data import build_sources, grounding_cache_for
+    from muva.engine.data import build_sources, grounding_cache_for  # lazy: it imports torch, and this module promises none
 
     if not cfg.model.parts:
         return {}
     train = train if train is not None else build_sources(cfg.data, check_images=False)
-    return {spec: file_fingerprint(grounding_cache_for(spec, ds, cfg.data))
+    return {spec: file_fingerprint(grounding_cache_for(spec, ds.name, cfg.grounding))
             for spec, ds in zip(cfg.data.sources, train.sources)}
 
 
@@ -159,16 +163,11 @@ def provenance_hash(prov: Mapping[str, Any]) -> str:
 
 def config_hash(cfg) -> str:
     """8 hex digits over a config (minus :data:`IGNORED_KEYS`) and the weights it starts from."""
-    from muva.config import to_dict
-
     return _short_hash({"config": _drop(to_dict(cfg), IGNORED_KEYS), "weights": weights_fingerprint(cfg.model)})
 
 
 def run_provenance(cfg) -> dict[str, Any]:
     """The fingerprint of an experiment config's inputs (opens its datasets; reads no image)."""
-    from muva._version import __version__
-    from muva.config import to_dict
-
     images, train = _image_lists(cfg.data)
     prov = {"version": VERSION, "config_name": cfg.name, "config": to_dict(cfg), "weights": weights_fingerprint(cfg.model),
             "grounding_caches": grounding_caches(cfg, train), "image_lists": images,
@@ -192,9 +191,8 @@ def provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     Config keys are named as in the config (``stage2.epochs``), the other sections with their
     prefix (``weights.``, ``grounding_caches.<source>.``, ``image_lists.train.``).
     """
-    from muva.config import config_diff
-
-    out = config_diff(old.get("config") or {}, new.get("config") or {}, ignore=IGNORED_KEYS)
+    # a provenance.json of an older muva names renamed keys the old way
+    out = config_diff(upgrade_tree(ExperimentConfig, old.get("config") or {}), new.get("config") or {}, ignore=IGNORED_KEYS)
     rest_old = {k: _shorten(old.get(k, "<absent>")) for k in COMPARED[1:]}
     rest_new = {k: _shorten(new.get(k, "<absent>")) for k in COMPARED[1:]}
     return out + config_diff(rest_old, rest_new)
@@ -211,8 +209,6 @@ def read_provenance(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def write_provenance(run_dir: str | Path, prov: Mapping[str, Any], **extra: Any) -> Path:
-    from muva.utils.io import atomic_write_text
-
     path = Path(run_dir) / PROVENANCE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, json.dumps({**prov, **extra}, indent=1, default=str) + "\n")

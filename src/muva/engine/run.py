@@ -32,7 +32,23 @@ import numpy as np
 import torch
 
 from muva.config import save_config, to_dict
+from muva.data.loader import ReIDImageDataset
+from muva.data.transforms import build_transforms
+from muva.engine.checkpoint import load_checkpoint, load_weights
 from muva.engine.config import ExperimentConfig
+from muva.engine.data import build_pseudo_masks, build_sources, build_targets
+from muva.engine.distributed import barrier, broadcast_object, cleanup, init_distributed
+from muva.engine.evaluate import evaluate_model
+from muva.engine.logging import RunLogger
+from muva.engine.runfolder import RunFolderError, StopRequest, prepare_run_folder, resume_mismatch
+from muva.engine.stage1 import run_stage1
+from muva.engine.stage2 import check_stage2_losses, run_stage2
+from muva.engine.stage_inputs import EvalPlan, StageInputs
+from muva.engine.trainer import TrainingInterrupted, unwrap
+from muva.evaluation import results_table
+from muva.models import build_model, save_model
+from muva.models.clip_loading import ensure_weights_obtainable
+from muva.utils.errors import RunInterrupted
 
 __all__ = ["Experiment", "train", "set_seed"]
 
@@ -58,8 +74,6 @@ class Experiment:
 
     def __init__(self, cfg: ExperimentConfig, resume: bool = False, quiet: bool = False, console=None,
                  hooks: list | None = None, overwrite: bool = False):
-        from muva.engine.runfolder import StopRequest
-
         self.cfg = cfg
         self.extra_hooks = list(hooks or [])
         self.resume = resume
@@ -97,7 +111,6 @@ class Experiment:
 
     def stage_inputs(self):
         """The read-only inputs both stages get (:class:`muva.engine.stage_inputs.StageInputs`)."""
-        from muva.engine.stage_inputs import StageInputs
 
         return StageInputs(cfg=self.cfg, model=self.model, train=self.train, masks=self.masks, train_ds=self.train_ds,
                            plain_ds=self.plain_ds, dist=self.dist, logger=self.logger, run_dir=self.run_dir,
@@ -107,15 +120,6 @@ class Experiment:
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
-        from muva.data.loader import ReIDImageDataset
-        from muva.data.transforms import build_transforms
-        from muva.engine.data import build_pseudo_masks, build_sources, build_targets
-        from muva.engine.distributed import barrier, init_distributed
-        from muva.engine.logging import RunLogger
-        from muva.engine.runfolder import prepare_run_folder
-        from muva.models import build_model
-        from muva.models.clip_loading import ensure_weights_obtainable
-
         cfg = self.cfg
         self.dist = init_distributed(cfg.device)
         prepare_run_folder(self.run_dir, self.resume, self.overwrite, delete=self.dist.is_main)
@@ -137,7 +141,7 @@ class Experiment:
         self._initial_grad = {id(p): p.requires_grad for p in self.model.parameters()}
         self.masks = None
         if self.model.num_parts:
-            self.masks = build_pseudo_masks(self.train, cfg.data, self.model.parts, self.model.input_size,
+            self.masks = build_pseudo_masks(self.train, cfg.data, cfg.grounding, self.model.parts, self.model.input_size,
                                             self.model.stride, self.model.patch_size)
         train_tf, eval_tf = build_transforms(self.model.input_size, mcfg.mean, mcfg.std, self.model.grid,
                                              cfg.data.transforms, mcfg.test_interpolation)
@@ -158,9 +162,6 @@ class Experiment:
                  f"{f' × {self.dist.world_size} processes' if self.dist.enabled else ''}")
 
     def load_resume(self) -> dict | None:
-        from muva.engine.checkpoint import load_checkpoint
-        from muva.engine.runfolder import RunFolderError, resume_mismatch
-
         path = self.run_dir / "last.pt"
         if not self.resume:
             return None
@@ -190,8 +191,6 @@ class Experiment:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, stage: str = "final", epoch: int | None = None, targets=None) -> dict:
         """Evaluate the current model on the targets; returns ``{target: EvalResult}`` on every rank."""
-        from muva.engine.distributed import broadcast_object
-        from muva.engine.evaluate import evaluate_model
 
         results = evaluate_model(self.model, targets if targets is not None else self.targets, self.eval_tf,
                                  self.cfg, self.dist, self.autocast, progress=self.show_progress)
@@ -219,12 +218,8 @@ class Experiment:
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
-        from muva.engine.stage1 import run_stage1
-        from muva.engine.stage2 import run_stage2
-        from muva.engine.trainer import TrainingInterrupted
-        from muva.utils.errors import RunInterrupted
-
         t0 = time.time()
+        check_stage2_losses(self.cfg)  # unknown stage2.weights names fail before any work
         self.setup()
         try:
             state = self.load_resume()
@@ -233,9 +228,6 @@ class Experiment:
             stage = state["trainer"]["stage"] if state else None
             self.stage1_done = bool(state and (state.get("stage1_done") or stage == "stage2"))
             if state is not None and (self.stage1_done or stage == "stage2"):
-                from muva.engine.checkpoint import load_weights
-                from muva.engine.trainer import unwrap
-
                 load_weights(unwrap(self.model), state["trainer"]["model"],  # prompts learned in stage 1
                              f"the checkpoint in {self.run_dir}", f"resume with the run's own config "
                              f"(-c {self.run_dir / 'config.yaml'}) or start afresh with --overwrite")
@@ -250,8 +242,6 @@ class Experiment:
                         if not done:
                             plan = None
                             if self.targets:
-                                from muva.engine.stage_inputs import EvalPlan
-
                                 plan = EvalPlan(lambda tr: self.evaluate(stage="stage2", epoch=tr.epoch + 1),
                                                 self.record_eval)
                             self.stage2_result = run_stage2(inputs, plan, state if stage == "stage2" else None)
@@ -268,7 +258,6 @@ class Experiment:
 
     def finish(self) -> dict:
         """Final evaluation (reused from the last epoch when it just ran), weights and tables."""
-        from muva.models import save_model
 
         results = {}
         if self.targets:
@@ -282,8 +271,6 @@ class Experiment:
         if self.dist.is_main:
             save_model(self.model, self.run_dir / "model.safetensors")
             if results:
-                from muva.evaluation import results_table
-
                 results_table(results, method=self.cfg.name).write(self.run_dir, "results")
         self.final_results = results
         return results
@@ -297,6 +284,4 @@ def train(cfg: ExperimentConfig, resume: bool = False, quiet: bool = False, over
     try:
         return exp.run()
     finally:
-        from muva.engine.distributed import cleanup
-
         cleanup()

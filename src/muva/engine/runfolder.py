@@ -20,7 +20,10 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
+from muva.config import config_diff, upgrade_tree
+from muva.engine.config import EVALUATION_KEYS, NON_RESULT_KEYS, ExperimentConfig
 from muva.utils.errors import MuvaError
+from muva.utils.io import atomic_write_text
 
 __all__ = ["RunFolderError", "prepare_run_folder", "resume_mismatch", "truncate_metrics", "StopRequest",
            "RUN_FILES", "RESUME_IGNORED"]
@@ -31,9 +34,7 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "stage1.pt", 
              "bad_images.json", "tb")
 
 # Config keys that may change between a checkpoint and its resume without changing what is computed.
-RESUME_IGNORED = ("output", "device", "data.num_workers", "data.eval_batch_size", "data.check_images", "eval.every",
-                  "eval.max_images", "eval.metric", "eval.ap", "eval.rerank", "eval.before_bn", "eval.keep_best",
-                  "eval.best_metric", "data.targets", "data.target_splits")
+RESUME_IGNORED = NON_RESULT_KEYS + EVALUATION_KEYS  # a checkpoint resumes across these
 
 
 class RunFolderError(MuvaError):
@@ -73,9 +74,8 @@ def prepare_run_folder(folder: str | Path, resume: bool = False, overwrite: bool
 
 def resume_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """``["model.parts: [...] → [...]", ...]``: differences that make a checkpoint unfit to resume."""
-    from muva.config import config_diff
-
-    return config_diff(saved, current, ignore=RESUME_IGNORED, absent_ok=True)
+    # keys renamed since the checkpoint was written are compared under their new names
+    return config_diff(upgrade_tree(ExperimentConfig, saved), current, ignore=RESUME_IGNORED, absent_ok=True)
 
 
 _STAGE_ORDER = {"stage1": 0, "stage2": 1, "eval": 1}
@@ -87,8 +87,6 @@ def truncate_metrics(path: str | Path, stage: str, step: int) -> int:
     Records of later stages, and of ``stage`` after optimiser step ``step`` (evaluations
     count as stage 2), are what a run resumed from that checkpoint writes again.
     """
-    from muva.utils.io import atomic_write_text
-
     path = Path(path)
     if not path.is_file():
         return 0

@@ -21,8 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from muva.data.samplers import RandomIdentitySampler
+from muva.engine.data import eval_loader
+from muva.engine.distributed import is_distributed
+from muva.engine.features import extract_dataset, pseudo_mask_features
+from muva.engine.hooks import CheckpointHook
+from muva.engine.logging import LoggingHook
+from muva.engine.optim import build_optimizer
 from muva.engine.schedulers import scheduler_from_config
 from muva.engine.stage_inputs import StageInputs, StageResult, set_trainable
+from muva.engine.trainer import Trainer
+from muva.losses import PromptCentroidLoss, SupConLoss
 
 __all__ = ["run_stage1", "identity_centroids"]
 
@@ -56,8 +65,6 @@ def identity_centroids(features: torch.Tensor, labels: torch.Tensor, num_classes
 
 
 def _sync_grads(trainer) -> None:
-    from muva.engine.distributed import is_distributed
-
     if not is_distributed():
         return
     world = torch.distributed.get_world_size()
@@ -70,15 +77,6 @@ def _sync_grads(trainer) -> None:
 
 def run_stage1(inp: StageInputs, resume_state: dict | None = None) -> StageResult:
     """Run (or resume) stage 1 on ``inp``; returns its last losses."""
-    from muva.data.samplers import RandomIdentitySampler
-    from muva.engine.data import eval_loader
-    from muva.engine.features import extract_dataset, pseudo_mask_features
-    from muva.engine.hooks import CheckpointHook
-    from muva.engine.logging import LoggingHook
-    from muva.engine.optim import build_optimizer
-    from muva.engine.trainer import Trainer
-    from muva.losses import PromptCentroidLoss, SupConLoss
-
     cfg, s1, model, dist = inp.cfg, inp.cfg.stage1, inp.model, inp.dist
     labels = torch.as_tensor(inp.train.labels, dtype=torch.long)
     n = len(labels)

@@ -1,7 +1,8 @@
 """Stage 2 — image-encoder training with the text side frozen.
 
-Per batch (weights from ``stage2.weights``; MUVA: all 1, CLIP-ReID: id 0.25, triplet 1,
-i2t 1, imp 0, mask 0):
+The objective is ``Σ stage2.weights[name] · term(name)`` over the registered loss terms of
+:data:`muva.losses.LOSSES` whose weight is not 0 (MUVA: id, imp, i2t, mask 1; CLIP-ReID: id
+0.25, triplet 1, i2t 1, imp 0, mask 0).  The built-in terms:
 
 * ``id``      label-smoothed CE of the classifier logits;
 * ``imp``     cluster-memory contrastive loss on the BN-neck features (memory rebuilt from
@@ -14,6 +15,8 @@ i2t 1, imp 0, mask 0):
               pseudo masks (see :mod:`muva.losses.mask`; τ = ``model.mask_temperature``);
 * ``triplet`` batch-hard triplet of the pre-BN features (CLIP-ReID).
 
+A plugin adds a term with :func:`muva.losses.register_loss` (see :mod:`muva.losses.terms`);
+:func:`check_stage2_losses` refuses unknown names before training starts.
 The model is wrapped in DistributedDataParallel under torchrun (SyncBatchNorm on GPU).
 """
 
@@ -21,68 +24,98 @@ from __future__ import annotations
 
 import torch
 
+from muva.data.samplers import RandomIdentitySampler
+from muva.engine.data import eval_loader, train_loader
+from muva.engine.features import extract_dataset, test_features
+from muva.engine.hooks import CallbackHook, CheckpointHook, EvalHook
+from muva.engine.logging import LoggingHook
+from muva.engine.optim import build_optimizer
 from muva.engine.schedulers import scheduler_from_config
 from muva.engine.stage_inputs import EvalPlan, StageInputs, StageResult, set_trainable
+from muva.engine.trainer import Trainer
+from muva.losses import LOSSES, LossContext, resolve_weights
 
-__all__ = ["run_stage2", "Stage2Losses"]
+__all__ = ["run_stage2", "Stage2Losses", "check_stage2_losses"]
+
+
+def check_stage2_losses(cfg, *, has_parts: bool | None = None, has_pseudo_masks: bool | None = None) -> dict[str, float]:
+    """``{loss name: weight}`` of the stage-2 terms that will run for the experiment ``cfg``.
+
+    Raises :class:`muva.losses.LossConfigError` (a config error: one ``error:`` line) when
+    ``stage2.weights`` names a loss that is not registered — the message lists the registered
+    ones and says to load a plugin with ``muva --import MODULE`` — or when no term would run.
+    ``has_parts`` defaults to whether ``model.parts`` is non-empty.  ``{}`` when stage 2 is off.
+    """
+
+    if not cfg.stage2.enabled:
+        return {}
+    if has_parts is None:
+        has_parts = bool(cfg.model.parts)
+    return resolve_weights(cfg.stage2.weights, has_parts, has_pseudo_masks)
 
 
 class Stage2Losses(torch.nn.Module):
-    """The weighted stage-2 objective; holds the cluster memory (saved in checkpoints)."""
+    """The weighted stage-2 objective: one built term per weighted loss (state saved in checkpoints).
+
+    ``forward(out, batch)`` returns ``{name: weight · term}`` (logged as ``loss/<name>``).
+    The terms are in :attr:`terms` (a ``ModuleDict``); a checkpoint written when the cluster
+    memory was the attribute ``memory`` (keys ``memory.<buffer>``) still loads.
+    """
 
     def __init__(self, cfg, num_classes: int, feature_dim: int, text_prototypes: torch.Tensor | None, has_parts: bool,
                  mask_temperature: float = 1.0):
         super().__init__()
-        from muva.losses import ClusterMemory, LabelSmoothingCE, MaskLoss, TripletLoss
 
-        self.w = cfg.weights
-        self.ce = LabelSmoothingCE(cfg.label_smoothing)
-        self.memory = ClusterMemory(feature_dim, num_classes, cfg.memory_temperature, cfg.memory_momentum, cfg.memory_mode)
-        self.mask = MaskLoss(cfg.mask_bce_weight, cfg.mask_dice_weight, mask_temperature, cfg.mask_dice_smooth)
-        self.triplet = TripletLoss(cfg.triplet_margin)
+        self.weights = resolve_weights(cfg.weights, has_parts)
+        ctx = LossContext(cfg, int(num_classes), int(feature_dim), text_prototypes, float(mask_temperature), bool(has_parts))
+        self.terms = torch.nn.ModuleDict({name: LOSSES.get(name).build(ctx) for name in self.weights})
         self.has_parts = has_parts
-        self.register_buffer("text", text_prototypes if text_prototypes is not None else torch.zeros(0), persistent=False)
+        self.register_load_state_dict_pre_hook(_upgrade_memory_keys)
+
+    #: shortcuts kept from before loss terms: ``losses.memory`` (the ``imp`` term's ClusterMemory)
+    #: and ``losses.mask`` (the ``mask`` term's MaskLoss).
+    _SHORTCUTS = {"memory": ("imp", "memory"), "mask": ("mask", "loss")}
+
+    def __getattr__(self, name: str):
+        if name in Stage2Losses._SHORTCUTS:
+            term, attr = Stage2Losses._SHORTCUTS[name]
+            terms = self._modules.get("terms")
+            if terms is None or term not in terms:
+                raise AttributeError(f"no {term!r} term in this stage-2 objective (its weight is 0 or it does not apply)")
+            return getattr(terms[term], attr)
+        return super().__getattr__(name)
+
+    def epoch_terms(self) -> list:
+        """The terms to :meth:`~muva.losses.LossTerm.rebuild` at the start of every epoch."""
+        return [t for t in self.terms.values() if t.needs_epoch_features]
 
     def forward(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
-        from muva.losses import image_to_text_ce
+        return {name: self.weights[name] * term(out, batch) for name, term in self.terms.items()}
 
-        y = batch["pid"]
-        terms: dict[str, torch.Tensor] = {}
-        if self.w.id:
-            terms["id"] = self.w.id * self.ce(out["logits"], y)
-        if self.w.imp:
-            terms["imp"] = self.w.imp * self.memory(out["bn_features"], y)
-        if self.w.i2t:
-            terms["i2t"] = self.w.i2t * image_to_text_ce(out["proj_features"], self.text, y, self.ce.epsilon)
-        if self.w.mask and self.has_parts:
-            terms["mask"] = self.w.mask * self.mask(out["mask_logits"], batch["mask"])
-        if self.w.triplet:
-            terms["triplet"] = self.w.triplet * self.triplet(out["features"], y)
-        if not terms:
-            raise ValueError("every stage-2 loss weight is 0; set at least one of stage2.weights.*")
-        return terms
+
+def _upgrade_memory_keys(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors) -> None:
+    """``memory.<buffer>`` (the layout before loss terms) → ``terms.imp.memory.<buffer>``; dropped without ``imp``."""
+    old = prefix + "memory."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        value = state_dict.pop(key)
+        if "imp" in module.terms:
+            state_dict[f"{prefix}terms.imp.memory.{key[len(old):]}"] = value
 
 
 def run_stage2(inp: StageInputs, evaluation: EvalPlan | None = None, resume_state: dict | None = None) -> StageResult:
     """Run (or resume) stage 2 on ``inp``; ``evaluation`` (when there are targets) runs every
     ``eval.every`` epochs and after the last.  Returns the last losses and the best score."""
-    from muva.data.samplers import RandomIdentitySampler
-    from muva.engine.data import eval_loader, train_loader
-    from muva.engine.features import extract_dataset, test_features
-    from muva.engine.hooks import CallbackHook, CheckpointHook, EvalHook
-    from muva.engine.logging import LoggingHook
-    from muva.engine.optim import build_optimizer
-    from muva.engine.trainer import Trainer
 
     cfg, s2, model, dist = inp.cfg, inp.cfg.stage2, inp.model, inp.dist
+    has_parts = model.num_parts > 0
+    weights = check_stage2_losses(cfg, has_parts=has_parts, has_pseudo_masks=inp.masks is not None)
     labels = inp.train.labels
     n = len(labels)
-    inp.log(f"[bold]stage 2[/] image encoder: {inp.train.num_classes} identities, {n} images, {s2.epochs} epochs")
-    has_parts = model.num_parts > 0
-    if s2.weights.mask and has_parts and inp.masks is None:
-        raise ValueError("stage2.weights.mask > 0 needs pseudo masks (grounding caches) for the sources")
+    terms = ", ".join(f"{name} {w:g}" for name, w in weights.items())
+    inp.log(f"[bold]stage 2[/] image encoder: {inp.train.num_classes} identities, {n} images, {s2.epochs} epochs; "
+            f"losses {terms}")
     text = None
-    if s2.weights.i2t:
+    if any(LOSSES.get(name).needs_text for name in weights):
         model.eval()
         text = model.text_features(progress=False).detach().float()
     set_trainable(model, "stage2", inp.initial_grad)
@@ -109,15 +142,18 @@ def run_stage2(inp: StageInputs, evaluation: EvalPlan | None = None, resume_stat
 
     labels_t = torch.as_tensor(labels, dtype=torch.long)
 
-    def rebuild_memory(trainer):
-        if not s2.weights.imp or trainer.resumed_mid_epoch:
+    epoch_terms = losses.epoch_terms()
+
+    def rebuild_memory(trainer):  # the cluster memory (and any term with needs_epoch_features)
+        if not epoch_terms or trainer.resumed_mid_epoch:
             return
         plain = eval_loader(inp.plain_ds, cfg.data.eval_batch_size, cfg.data.num_workers, dist.world_size, dist.rank,
                             dist.device.type)
         fn = test_features(use_pseudo_masks=s2.memory_masks == "pseudo" and inp.masks is not None)
         feats = extract_dataset(model, plain, n, fn, dist.device, inp.autocast,
                                 f"memory (epoch {trainer.epoch + 1})", inp.show_progress and n > 2000)
-        losses.memory.rebuild(feats.to(dist.device), labels_t.to(dist.device))
+        for term in epoch_terms:
+            term.rebuild(feats.to(dist.device), labels_t.to(dist.device))
 
     eval_hook = None
 

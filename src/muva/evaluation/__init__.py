@@ -3,19 +3,25 @@
 * :func:`evaluate` — CMC / mAP (community or official AP) / mINP from features or a distance
   matrix, in query chunks sized from a memory budget (CPU NumPy or a torch device);
   CUHK03 single-gallery-shot and camera-less modes; optional k-reciprocal re-ranking.
+  It returns an :class:`EvalResult` (:mod:`muva.evaluation.result`); the chunk walk is in
+  :mod:`muva.evaluation.metrics`, the per-chunk ranking in :mod:`muva.evaluation.ranking`,
+  the distance blocks in :mod:`muva.evaluation.distances`.
 * :func:`evaluate_splits` / :class:`MultiSplitResult` — mean and std over the 10 splits of
   the small DG targets (VIPeR, PRID, GRID, iLIDS).
-* :mod:`muva.evaluation.rerank` — k-reciprocal re-ranking, exact and sparse (no N×N).
+* :mod:`muva.evaluation.rerank` — k-reciprocal re-ranking, exact and sparse (no N×N), with
+  its two halves :mod:`muva.evaluation.rerank_neighbours` and :mod:`muva.evaluation.rerank_jaccard`.
 * :mod:`muva.evaluation.tables` — Markdown / CSV / JSON tables in the paper's layout, CMC curves.
 * :mod:`muva.evaluation.io` — the feature-file format read by ``muva evaluate-features``.
 
-Importing this package loads NumPy only; torch is imported when a torch device or tensor is used.
+Importing this package loads NumPy only (the command line imports it at start-up); torch
+and SciPy are imported when a torch device or tensor is used, or when re-ranking runs.
 """
 
 from muva.evaluation.distances import METRICS, EvaluationError
-from muva.evaluation.metrics import AP_MODES, EvalResult, evaluate
+from muva.evaluation.metrics import AP_MODES, evaluate
 from muva.evaluation.multisplit import MultiSplitResult, dataset_split, evaluate_splits, summarize_splits
 from muva.evaluation.rerank import RerankConfig, rerank_distances, rerank_features
+from muva.evaluation.result import EvalResult
 from muva.evaluation.tables import ResultTable, results_table, write_cmc
 
 __all__ = [

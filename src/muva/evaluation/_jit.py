@@ -21,7 +21,7 @@ def jaccard_kernel():
         return _KERNEL
     _TRIED = True
     try:
-        import numba
+        import numba  # lazy: optional (the ``fast`` extra), and compiling costs seconds
     except ImportError:
         return None
 

@@ -30,42 +30,43 @@ def evaluate_features(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for results.md/.csv/.json and results_cmc.csv."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Evaluate QUERY against GALLERY and print mAP / Rank-k / mINP as a table."""
+    """Evaluate QUERY against GALLERY and print mAP / Rank-k / mINP as a table.
+
+    Bad inputs raise :class:`~muva.evaluation.EvaluationError` (or the feature reader's
+    error); the command line reports them once.
+    """
+    # lazy: loaded when the command runs, so `muva --help` imports no NumPy / SciPy / rich
     from rich.console import Console
 
-    from muva.evaluation import EvaluationError, evaluate, results_table
+    from muva.evaluation import evaluate, results_table
     from muva.evaluation.io import load_query_gallery
-    from muva.utils.console import fail
 
     console = Console()
-    try:
-        qf, gf = load_query_gallery(query, gallery, query_split, gallery_split)
-        has_cams = qf.camids is not None and gf.camids is not None
-        res = evaluate(
-            qf.features,
-            gf.features,
-            q_pids=qf.pids,
-            g_pids=gf.pids,
-            q_camids=qf.camids if has_cams else None,
-            g_camids=gf.camids if has_cams else None,
-            q_images=qf.images if not has_cams and qf.images and gf.images else None,
-            g_images=gf.images if not has_cams and qf.images and gf.images else None,
-            metric=metric,
-            ap=ap,
-            rerank=None if rerank == "none" else rerank,
-            k1=k1,
-            k2=k2,
-            lambda_value=lambda_value,
-            single_gallery_shot=single_gallery_shot,
-            repeats=repeats,
-            seed=seed,
-            max_rank=max_rank,
-            chunk_memory=chunk_memory_mb << 20,
-            device=device,
-            progress=not quiet,
-        )
-    except EvaluationError as exc:
-        raise fail(str(exc))
+    qf, gf = load_query_gallery(query, gallery, query_split, gallery_split)
+    has_cams = qf.camids is not None and gf.camids is not None
+    res = evaluate(
+        qf.features,
+        gf.features,
+        q_pids=qf.pids,
+        g_pids=gf.pids,
+        q_camids=qf.camids if has_cams else None,
+        g_camids=gf.camids if has_cams else None,
+        q_images=qf.images if not has_cams and qf.images and gf.images else None,
+        g_images=gf.images if not has_cams and qf.images and gf.images else None,
+        metric=metric,
+        ap=ap,
+        rerank=None if rerank == "none" else rerank,
+        k1=k1,
+        k2=k2,
+        lambda_value=lambda_value,
+        single_gallery_shot=single_gallery_shot,
+        repeats=repeats,
+        seed=seed,
+        max_rank=max_rank,
+        chunk_memory=chunk_memory_mb << 20,
+        device=device,
+        progress=not quiet,
+    )
     table = results_table({name: res}, method=method)
     console.print(table.to_markdown(), highlight=False, markup=False)
     console.print(res.summary(), highlight=False)

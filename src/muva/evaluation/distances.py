@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import numpy as np
+
 from muva.utils.errors import MuvaError
 
 METRICS = ("cosine", "euclidean")
@@ -46,7 +47,7 @@ def wants_torch(device: Any) -> bool:
 def to_numpy(x: Any, *, name: str = "array", float_ok: bool = True) -> np.ndarray:
     """Convert a list / NumPy array / torch tensor to NumPy (bfloat16 → float32)."""
     if is_torch_tensor(x):
-        import torch
+        import torch  # lazy: reached only with a torch tensor (so torch is loaded); CPU runs stay NumPy-only
 
         t = x.detach()
         if t.dtype in (torch.bfloat16,):
@@ -163,7 +164,7 @@ class FeatureDistances(DistanceSource):
 
     # -- torch (GPU) -------------------------------------------------------------------
     def _init_torch(self, qf: Any, gf: Any) -> None:
-        import torch
+        import torch  # lazy: only for a torch device; the CPU path never imports torch (module docstring)
 
         def prep(x: Any, name: str):
             t = x if is_torch_tensor(x) else torch.from_numpy(np.ascontiguousarray(as_float_features(x, name)))

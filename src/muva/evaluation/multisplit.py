@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from muva.evaluation.distances import EvaluationError
-from muva.evaluation.metrics import EvalResult, evaluate
+from muva.evaluation.metrics import evaluate
+from muva.evaluation.result import EvalResult
 
 METRIC_NAMES = ("mAP", "rank1", "rank5", "rank10", "mINP")
 

@@ -1,6 +1,6 @@
 """Result tables in the paper's layout: mAP / Rank-1 per target plus the average.
 
->>> from muva.evaluation.metrics import EvalResult
+>>> from muva.evaluation import EvalResult
 >>> import numpy as np
 >>> r = EvalResult(cmc=np.array([0.5, 0.75]), mAP=0.4, mINP=0.2, num_valid_queries=4, num_queries=4, num_gallery=9)
 >>> print(results_table({"MA→D": r}, method="ours").to_markdown())

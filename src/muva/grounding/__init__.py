@@ -14,9 +14,11 @@ _EXPORTS = {
     "PartBox": "boxes", "Proposal": "boxes", "ValidationRules": "boxes", "box_iou": "boxes", "clip_box": "boxes", "validate_parts": "boxes",
     "CacheEntry": "cache", "GroundingCache": "cache", "GroundingCacheError": "cache", "default_cache_path": "cache", "merge_caches": "cache",
     "boxes_to_patch_masks": "masks", "flip_patch_masks": "masks", "from_additive": "masks", "load_pseudo_masks": "masks",
-    "patch_grid": "masks", "to_additive": "masks",
+    "to_additive": "masks",
 }
+# defined in the lowest layer, shared with the model (muva.models.vit)
+_SHARED = {"patch_grid": "muva.utils.geometry"}
 
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, {k: "." + v for k, v in _EXPORTS.items()})
+__all__ = sorted({**_EXPORTS, **_SHARED})
+__getattr__, __dir__ = lazy_exports(__name__, {**{k: "." + v for k, v in _EXPORTS.items()}, **_SHARED})

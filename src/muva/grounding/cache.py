@@ -29,7 +29,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from muva.grounding.boxes import PartBox
-from muva.utils.errors import MuvaError
+from muva.utils.errors import MuvaError, UsageError
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "unreadable")
@@ -96,15 +96,15 @@ def shard_of(key: str, num_shards: int) -> int:
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` (0 ≤ i < n) → (i, n); None stays None; anything else is a ValueError."""
+    """``"i/n"`` (0 ≤ i < n) → (i, n); None stays None; anything else is a :class:`~muva.utils.errors.UsageError`."""
     if spec is None or spec == "":
         return None
     try:
         i, n = (int(v) for v in spec.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), not {spec!r}") from None
+        raise UsageError(f"--shard must look like i/n (e.g. 0/4), not {spec!r}") from None
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard {spec}: need 0 <= i < n")
+        raise UsageError(f"--shard {spec}: need 0 <= i < n")
     return i, n
 
 
@@ -122,15 +122,20 @@ class GroundingCache:
         self._conn = conn
         self.readonly = readonly
         self._meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        self.widened_now: list[str] | None = None  # the parts before this opening added some (widen_parts)
         root = self._meta.get("root")
         self.root = Path(root) if root else None
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | Path, *, readonly: bool = False, meta: dict | None = None) -> "GroundingCache":
+    def open(cls, path: str | Path, *, readonly: bool = False, meta: dict | None = None,
+             widen_parts: bool = False) -> "GroundingCache":
         """Open (or create, unless ``readonly``) a cache; ``meta`` must agree with a stored one.
 
-        ``meta`` keys checked against an existing file: ``root``, ``parts``, ``expert``.
+        ``meta`` keys checked against an existing file: ``root``, ``parts``, ``expert``.  With
+        ``widen_parts``, ``meta["parts"]`` may be a superset of the stored parts: the cache then
+        records the new parts, and the entries written before lack the added ones (see
+        :meth:`keys_covering`; ``muva ground run`` grounds those images again).
         """
         path = Path(path)
         if readonly:
@@ -166,18 +171,33 @@ class GroundingCache:
             raise GroundingCacheError(f"{path} is not a muva grounding cache ({exc})") from None
         cache = cls(path, conn, readonly)
         if meta:
-            cache._check_and_store_meta(meta)
+            cache._check_and_store_meta(meta, widen_parts)
         return cache
 
-    def _check_and_store_meta(self, meta: dict) -> None:
+    def _check_and_store_meta(self, meta: dict, widen_parts: bool = False) -> None:
+        stored = self._meta.get("parts")
+        widen = (widen_parts and not self.readonly and "parts" in meta and stored is not None and stored != meta["parts"]
+                 and set(stored) <= set(meta["parts"]))
         for key in ("root", "parts", "expert"):
+            if key == "parts" and widen:
+                continue
             if key in meta and key in self._meta and self._meta[key] != meta[key]:
+                hint = "use another --out file (or delete this one to start over)"
+                if key == "parts":
+                    union = [p for p in meta["parts"] if p not in stored]
+                    hint = (f"ground with --parts {','.join([*stored, *union])} to add the missing part(s) to this cache "
+                            f"(its images are grounded again), or {hint}")
                 raise GroundingCacheError(
-                    f"{self.path} was written with {key}={self._meta[key]!r}, this run has {key}={meta[key]!r}; "
-                    "use another --out file (or delete this one to start over)"
+                    f"{self.path} was written with {key}={self._meta[key]!r}, this run has {key}={meta[key]!r}; {hint}"
                 )
         if self.readonly:
             return
+        if widen:
+            with self._conn:
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('parts', ?)", (json.dumps(list(meta["parts"])),))
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('widened_from', ?)", (json.dumps(list(stored)),))
+            self._meta["parts"], self._meta["widened_from"] = list(meta["parts"]), list(stored)
+            self.widened_now = list(stored)
         with self._conn:
             for key, value in meta.items():
                 if key not in self._meta:
@@ -225,6 +245,22 @@ class GroundingCache:
 
     def keys(self) -> set[str]:
         return {row[0] for row in self._conn.execute("SELECT path FROM entries")}
+
+    def keys_covering(self, parts: Sequence[str]) -> set[str]:
+        """Keys whose entry is final for ``parts``: a box for each of them, or an unreadable image.
+
+        After the cache's parts were widened, the entries written before lack the added parts
+        and are left out, so a run grounds them again (and resumes where it stopped).
+        """
+        if "widened_from" not in self._meta:
+            return self.keys()
+        want = set(parts)
+        out = set()
+        for path, status, data in self._conn.execute("SELECT path, status, data FROM entries"):
+            obj = json.loads(data) if data else {}
+            if status != "ok" or want <= set(obj.get("parts", {})) | set(obj.get("masks", {})):
+                out.add(path)
+        return out
 
     def counts(self) -> dict[str, int]:
         """Number of entries per status."""

@@ -11,7 +11,9 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
-from muva.data.parts import DEFAULT_PARTS, PART_NAMES
+from muva.data.parts import PART_NAMES
+from muva.utils.errors import UsageError
+from muva.utils.geometry import patch_grid
 
 
 class _DefaultRunGroup(TyperGroup):
@@ -32,23 +34,17 @@ ground_app = typer.Typer(
 
 
 def _parts(text: str) -> tuple[str, ...]:
-    from muva.utils.console import fail
     from muva.data.parts import check_parts
 
-    try:
-        return check_parts([p.strip() for p in text.split(",") if p.strip()])
-    except ValueError as exc:
-        raise fail(str(exc))
+    return check_parts([p.strip() for p in text.split(",") if p.strip()])  # a bad name is a PartTableError
 
 
 def _size(text: str, flag: str = "--input-size") -> tuple[int, int]:
-    from muva.utils.console import fail
-
     try:
         h, w = (int(v) for v in text.lower().split("x"))
         return h, w
     except ValueError:
-        raise fail(f"{flag} must look like HxW (e.g. 256x128), not {text!r}")
+        raise UsageError(f"{flag} must look like HxW (e.g. 256x128), not {text!r}") from None
 
 
 _DEPRECATED = "Deprecated expert flags (use -X KEY=VALUE)"
@@ -57,70 +53,67 @@ _LEGACY_FLAGS = {"--pose-model": "model_path", "--threads": "threads", "--model"
                  "--answer-format": "answer_format", "--device": "device", "--masks": "masks", "--grid": "grid"}
 
 
-def _expert_options(name: str, items: List[str], legacy: dict):
-    """The chosen expert's options from ``-X KEY=VALUE`` and the deprecated flags (``-X`` wins); checked before any image is read."""
-    from muva.utils.console import fail
+def _expert_options(name: str, items: List[str], legacy: dict, base: Optional[dict] = None):
+    """The chosen expert's options: ``base`` (a config's ``grounding.options``), the deprecated flags,
+    then ``-X KEY=VALUE`` (later wins); checked before any image is read."""
     from muva.grounding.experts import EXPERTS, expert_options, option_infos
-    from muva.utils.errors import MuvaError
 
     owners = {n: {i.name for i in option_infos(n)} for n in EXPERTS}
     for flag in legacy:
         if _LEGACY_FLAGS[flag] not in owners[name]:
-            raise fail(f"{flag} is an option of the {' / '.join(n for n, keys in owners.items() if _LEGACY_FLAGS[flag] in keys)} "
-                       f"expert, not of {name}; 'muva ground experts {name}' lists the options of {name}")
-    try:
-        options = expert_options(name, items, {_LEGACY_FLAGS[flag]: v for flag, v in legacy.items()})
-        EXPERTS.get(name).check_options(options)
-    except MuvaError as exc:
-        raise fail(str(exc))
+            raise UsageError(f"{flag} is an option of the {' / '.join(n for n, keys in owners.items() if _LEGACY_FLAGS[flag] in keys)} "
+                             f"expert, not of {name}; 'muva ground experts {name}' lists the options of {name}")
+    options = expert_options(name, items, {**(base or {}), **{_LEGACY_FLAGS[flag]: v for flag, v in legacy.items()}})
+    EXPERTS.get(name).check_options(options)
     return options
 
 
-def _image_sets(datasets: List[str], root: Optional[Path], splits: List[str], option_pairs: Optional[List[str]], console) -> list:
-    """The images to ground of each dataset argument: a dataset (with its options) or a plain image folder.
-
-    A dataset whose layout is found but cannot serve in full (an empty split, names that
-    do not parse) is grounded with the images that were read, after a note; one with no
-    image at all in ``splits`` is an error, as is an empty folder.
-    """
+def _image_sets(datasets: List[str], root: Optional[Path], splits: List[str], option_pairs: Optional[List[str]], console,
+                base_options: Optional[List[dict]] = None) -> list:
+    """The images to ground of each dataset argument; ``-O`` pairs override a config's options."""
     from rich.markup import escape
 
-    from muva.data.datasets import DatasetError, dataset_options_for, resolve_source
-    from muva.grounding.run import SPLIT_NAMES, ImageSet
-    from muva.utils.console import fail
+    from muva.data.datasets import dataset_options_for
+    from muva.grounding.run import image_sets
 
-    bad = [s for s in splits if s not in SPLIT_NAMES]
-    if bad or not splits:
-        raise fail(f"--splits: unknown split(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(SPLIT_NAMES)}")
     per_spec = dataset_options_for(datasets, option_pairs)  # a bad option is a DatasetError: reported at the CLI edge
-    sets = []
-    for spec, opts in zip(datasets, per_spec):
-        try:
-            src = resolve_source(spec, root, opts or None, keep_unusable=True)
-        except DatasetError as exc:
-            raise fail(f"cannot read {spec!r} as a dataset or image folder: {exc}") from None
-        if src.problem is not None:
-            if not src.images(splits):
-                raise fail(f"nothing to ground in {spec}: {src.problem}")
-            console.print(f"[yellow]note:[/] {escape(str(src.problem))}; grounding the images that were read", highlight=False)
-        paths = src.images(splits)
-        if not paths:
-            raise fail(f"nothing to ground in {spec}: its split(s) {', '.join(splits)} hold no image")
-        sets.append(ImageSet(src.name, src.root, paths))
-    return sets
+    options = [{**(base_options[i] if base_options else {}), **(o or {})} for i, o in enumerate(per_spec)]
+    note = lambda text: console.print(f"[yellow]note:[/] {escape(text)}; grounding the images that were read", highlight=False)  # noqa: E731
+    return image_sets(datasets, root, splits, options, note)
+
+
+def _from_config(path: Path, datasets: List[str], expert: Optional[str], root: Optional[Path]):
+    """What ``-c CONFIG`` supplies: the sources, the grounding section, the data root and options."""
+    from muva.engine.config import load_experiment
+    from muva.engine.data import spec_options
+
+    cfg = load_experiment(path)
+    specs = list(datasets) or list(cfg.data.sources)
+    if not specs:
+        raise UsageError(f"{path} names no data.sources; give the dataset(s) to ground as arguments")
+    g = cfg.grounding
+    same_expert = expert is None or expert == g.expert
+    return (specs, g if same_expert else None, root or (Path(cfg.data.root) if cfg.data.root else None),
+            [spec_options(s, cfg.data) for s in specs], tuple(cfg.model.parts))
 
 
 @ground_app.command("run")
 def run(
-    datasets: List[str] = typer.Argument(..., help="Dataset folder(s) (Market layout, synthetic domain, image folder) or registered name(s) with --root."),
-    expert: str = typer.Option("pose", "--expert", "-e", help="prior | pose | mllm | import (or a plugin); 'muva ground experts' lists them with their options."),
+    datasets: List[str] = typer.Argument(None, help="Dataset folder(s) (Market layout, synthetic domain, image folder) or registered name(s) with --root; "
+                                         "with -c, default: the config's data.sources."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="An experiment config: its grounding: section (expert, options, caches, dir), "
+                                          "data.sources, data.root and dataset options; flags given here win."),
+    expert: Optional[str] = typer.Option(None, "--expert", "-e", help="prior | pose | mllm | import (or a plugin; default pose, or the config's); "
+                                         "'muva ground experts' lists them with their options."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root for registered dataset names (default $MUVA_DATA or ./data)."),
     dataset_option: Optional[List[str]] = typer.Option(
         None, "--dataset-option", "-O", metavar="KEY=VALUE",
         help="Dataset option, repeatable (e.g. variant=labeled, split=3); DATASET.KEY=VALUE for one dataset only.",
     ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cache file (one dataset only). Default: runs/grounding/<dataset>/<expert>.sqlite."),
-    parts: str = typer.Option(",".join(DEFAULT_PARTS), "--parts", help=f"Comma-separated parts ({', '.join(PART_NAMES)})."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cache file (one dataset only). Default: runs/grounding/<dataset>/<expert>.sqlite "
+                                       "(with -c: the config's grounding.caches / grounding.dir)."),
+    parts: Optional[str] = typer.Option(None, "--parts", help=f"Comma-separated parts ({', '.join(PART_NAMES)}); default: every part the expert "
+                                        "can ground (a cache serves any subset). An existing cache keeps its parts and gains the new ones."),
     splits: str = typer.Option("train,query,gallery", "--splits", help="Splits to ground (MUVA trains on train only)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only shard i of n (files .shard-i-of-n.sqlite; join with merge)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per expert call and per transaction."),
@@ -145,47 +138,82 @@ def run(
 ) -> None:
     """Compute one box per part for every image and store them in a resumable cache."""
     from rich.console import Console
+    from rich.markup import escape
 
-    from muva.utils.console import fail
-    from muva.grounding.cache import GroundingCacheError, default_cache_path, parse_shard, shard_path
-    from muva.grounding.experts import EXPERTS, build_expert, options_dict
+    from muva.grounding.cache import default_cache_path, parse_shard, shard_path
+    from muva.grounding.experts import EXPERTS, options_dict
+    from muva.grounding.run import ground_images, parts_to_ground
 
     console = Console()
-    part_names = _parts(parts)
-    try:
-        shard_spec = parse_shard(shard)
-        name = EXPERTS.canonical(expert)
-    except (ValueError, KeyError) as exc:
-        raise fail(str(exc).strip('"'))
+    datasets = list(datasets or [])
+    section, base_opts, model_parts = None, None, ()
+    if config is not None:
+        datasets, section, root, base_opts, model_parts = _from_config(config, datasets, expert, root)
+    elif not datasets:
+        raise UsageError("give the dataset(s) to ground, or -c CONFIG to ground the sources of an experiment config")
+    name = EXPERTS.canonical(expert or (section.expert if section else "pose"))
+    shard_spec = parse_shard(shard)
     if out is not None and len(datasets) > 1:
-        raise fail("--out names one cache file; with several datasets leave it out (each gets runs/grounding/<dataset>/<expert>.sqlite)")
+        raise UsageError("--out names one cache file; with several datasets leave it out (each gets runs/grounding/<dataset>/<expert>.sqlite)")
     legacy = {"--pose-model": pose_model, "--threads": threads, "--model": model, "--size": size, "--prompt": prompt,
               "--answer-format": answer_format, "--device": device, "--masks": masks, "--grid": None if grid is None else _size(grid, "--grid")}
-    options = _expert_options(name, expert_option or [], {flag: v for flag, v in legacy.items() if v is not None})
-    sets = _image_sets(datasets, root, [s.strip() for s in splits.split(",") if s.strip()], dataset_option, console)
+    options = _expert_options(name, expert_option or [], {flag: v for flag, v in legacy.items() if v is not None},
+                              section.options if section else None)
+    requested = _parts(parts) if parts else tuple(EXPERTS.get(name).default_parts(options))
+    lacking = [p for p in model_parts if p not in requested]
+    if lacking:
+        raise UsageError(f"{config} trains with model.parts {', '.join(model_parts)}, but {', '.join(lacking)} would not be grounded; "
+                         f"add {'it' if len(lacking) == 1 else 'them'} to --parts")
+    sets = _image_sets(datasets, root, [s.strip() for s in splits.split(",") if s.strip()], dataset_option, console, base_opts)
+    jobs = []
+    for spec, images in zip(datasets, sets):
+        target = out or _config_cache(spec, images.name, name, section) or default_cache_path(images.name, name)
+        if shard_spec and out is None:
+            target = shard_path(target, shard_spec)
+        jobs.append((images, Path(target), parts_to_ground(requested, target)))
+    built: dict = {}
     try:
-        exp = build_expert(name, parts=part_names, **options_dict(options))
-    except Exception as exc:  # model missing, package missing, bad pickle: say so plainly
-        raise fail(f"cannot build the {name} expert: {exc}")
-    from muva.grounding.run import ground_images
-
-    try:
-        for images in sets:
-            target = out or default_cache_path(images.name, name)
-            if shard_spec and out is None:
-                target = shard_path(target, shard_spec)
+        for images, target, job_parts in jobs:
+            if job_parts not in built:  # usually one expert: every cache gets the same parts
+                built[job_parts] = _build(name, job_parts, options_dict(options))
+            exp = built[job_parts]
             summary = ground_images(images, exp, target, shard=shard_spec, batch_size=batch_size, workers=workers, limit=limit, redo=redo, progress=progress)
+            if summary.widened_from:
+                console.print(f"[yellow]note:[/] {escape(str(target))} held parts {', '.join(summary.widened_from)}; it now holds "
+                              f"{', '.join(job_parts)} (its images were grounded again)", highlight=False)
             console.print(
                 f"[bold]{images.name}[/]: {summary.in_shard:,} image(s) in scope, {summary.already_done:,} already cached, "
                 f"{summary.processed:,} processed ({summary.unreadable} unreadable) in {summary.seconds:.1f}s "
-                f"({summary.rate:.1f} img/s) → {target}"
+                f"({summary.rate:.1f} img/s) → {escape(str(target))} (parts: {', '.join(job_parts)})", highlight=False
             )
-        for line in exp.notes():
-            console.print(f"[yellow]{line}[/]")
-    except GroundingCacheError as exc:
-        raise fail(str(exc))
+        for exp in built.values():
+            for line in exp.notes():
+                console.print(f"[yellow]{line}[/]")
     finally:
-        exp.close()
+        for exp in built.values():
+            exp.close()
+
+
+def _build(name: str, parts: tuple[str, ...], options: dict):
+    """The expert, or one message when its model or package cannot be had."""
+    from muva.grounding.experts import build_expert
+    from muva.utils.errors import MuvaError
+
+    try:
+        return build_expert(name, parts=parts, **options)
+    except MuvaError:
+        raise
+    except (OSError, ImportError, RuntimeError, ValueError) as exc:  # a missing model file or package, a bad pickle
+        raise UsageError(f"cannot build the {name} expert: {exc}") from None
+
+
+def _config_cache(spec: str, dataset_name: str, expert: str, section) -> Optional[Path]:
+    """The cache a config's training reads for ``spec`` (None without a config, or for another expert)."""
+    if section is None:
+        return None
+    from muva.engine.data import grounding_cache_for
+
+    return grounding_cache_for(spec, dataset_name, section)
 
 
 @ground_app.command("experts")
@@ -197,14 +225,9 @@ def experts(
     from rich.markup import escape
     from rich.table import Table
 
-    from muva.utils.console import fail
     from muva.grounding.experts import EXPERTS, option_infos
-    from muva.registry import RegistryError
 
-    try:
-        names = [EXPERTS.canonical(name)] if name else EXPERTS.names()
-    except RegistryError as exc:
-        raise fail(str(exc).strip('"'))
+    names = [EXPERTS.canonical(name)] if name else EXPERTS.names()  # an unknown name is a RegistryError
     con = Console()
     for n in names:
         aliases = EXPERTS.aliases_of(n)
@@ -232,14 +255,10 @@ def stats(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.utils.console import fail
-    from muva.grounding.cache import GroundingCache, GroundingCacheError
+    from muva.grounding.cache import GroundingCache
 
-    try:
-        with GroundingCache.open(cache, readonly=True) as c:
-            st, meta = c.stats(), c.meta
-    except GroundingCacheError as exc:
-        raise fail(str(exc))
+    with GroundingCache.open(cache, readonly=True) as c:
+        st, meta = c.stats(), c.meta
     if as_json:
         typer.echo(json.dumps({"meta": meta, **st}, indent=2))
         return
@@ -279,25 +298,21 @@ def show(
 
     from rich.console import Console
 
-    from muva.utils.console import fail
-    from muva.grounding.cache import GroundingCache, GroundingCacheError
-    from muva.grounding.masks import boxes_to_patch_masks, patch_grid
+    from muva.grounding.cache import GroundingCache
+    from muva.grounding.masks import boxes_to_patch_masks
     from muva.grounding.run import load_image
     from muva.grounding.views import render_grid, save_png
 
     hw = _size(input_size)
-    try:
-        with GroundingCache.open(cache, readonly=True) as c:
-            parts, root = c.parts(), c.root
-            entries = [e for e in c if e.status == "ok"]
-    except GroundingCacheError as exc:
-        raise fail(str(exc))
+    with GroundingCache.open(cache, readonly=True) as c:
+        parts, root = c.parts(), c.root
+        entries = [e for e in c if e.status == "ok"]
     if select == "fallback":
         entries = [e for e in entries if any(b.reason for b in e.boxes.values())]
     elif select == "random":
         random.Random(seed).shuffle(entries)
     elif select != "first":
-        raise fail(f"--select must be random, first or fallback, not {select!r}")
+        raise UsageError(f"--select must be random, first or fallback, not {select!r}")
     items = []
     for e in entries:
         if len(items) >= count:
@@ -306,12 +321,12 @@ def show(
         img, err = load_image(str(path))
         if img is None:
             continue
-        m = e.patch_masks(parts, patch_grid(hw, stride))
+        m = e.patch_masks(parts, patch_grid(hw, stride=stride))
         if m is None:
             m = boxes_to_patch_masks(e.boxes, img.size, hw, stride, parts, min_fraction)
         items.append((img, e.boxes, m, Path(e.path).name))
     if not items:
-        raise fail(f"no readable image to show from {cache} (selection {select!r}; images are looked up under {root})")
+        raise UsageError(f"no readable image to show from {cache} (selection {select!r}; images are looked up under {root})")
     save_png(render_grid(items, parts, input_size=hw, stride=stride, columns=columns, scale=scale), out)
     Console().print(f"wrote {out} ({len(items)} images)")
 
@@ -329,21 +344,16 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.utils.console import fail
-    from muva.grounding.cache import GroundingCacheError
-    from muva.grounding.evaluate import GroundTruthError, score_cache
+    from muva.grounding.evaluate import score_cache
 
     table = Table(title=f"IoU against {gt}")
     for col in ("cache", "expert", "matched", "part", "mean IoU", "IoU≥0.5", "own boxes", "own mean IoU"):
         table.add_column(col, justify="left" if col in ("cache", "expert", "part") else "right")
     results = []
     for cache in caches:
-        try:
-            scores, info = score_cache(cache, gt, include_occluded=include_occluded)
-        except (GroundingCacheError, GroundTruthError) as exc:
-            raise fail(str(exc))
+        scores, info = score_cache(cache, gt, include_occluded=include_occluded)
         if info["matched"] == 0:
-            raise fail(f"no image of {gt} is in {cache}: ground the same dataset folder that holds this parts.jsonl")
+            raise UsageError(f"no image of {gt} is in {cache}: ground the same dataset folder that holds this parts.jsonl")
         for i, s in enumerate(scores.values()):
             table.add_row(
                 str(cache) if i == 0 else "", str(info["expert"]) if i == 0 else "", f"{info['matched']}/{info['truth']}" if i == 0 else "",
@@ -367,13 +377,9 @@ def merge(
     """Join shard caches (written with --shard i/n) into one cache."""
     from rich.console import Console
 
-    from muva.utils.console import fail
-    from muva.grounding.cache import GroundingCacheError, merge_caches
+    from muva.grounding.cache import merge_caches
 
-    try:
-        counts = merge_caches(out, shards)
-    except GroundingCacheError as exc:
-        raise fail(str(exc))
+    counts = merge_caches(out, shards)
     Console().print(
         f"merged {counts['inputs']} file(s) into {out}: {counts['added']:,} added, {counts['upgraded']} upgraded "
         f"(unreadable → ok), {counts['duplicates']} duplicate(s) skipped; {counts['total']:,} entries in all"

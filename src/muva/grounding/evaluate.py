@@ -1,52 +1,23 @@
 """Score grounding results against ground-truth part boxes (mean IoU, share with IoU ≥ 0.5).
 
-Ground truth is the ``parts.jsonl`` of ``muva synth``: one JSON object per image,
-``{"path": "<split folder>/<file>", "width": W, "height": H, "boxes": {part: [x0, y0,
-x1, y1]}, "occluded": [parts]}`` (pixels, x1/y1 exclusive).  Parts listed as occluded are
-left out of the scores by default (their box is not visible evidence).
+Ground truth is the ``parts.jsonl`` of ``muva synth``, read by
+:func:`muva.data.synth.parts_file.read_parts_jsonl` into
+:class:`~muva.data.synth.parts_file.PartsRecord` (path, width, height, boxes in pixels with
+x1/y1 exclusive, occluded parts).  Parts listed as occluded are left out of the scores by
+default (their box is not visible evidence).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from muva.data.synth.parts_file import PartsRecord, read_parts_jsonl
 from muva.grounding.boxes import box_iou
-from muva.utils.errors import MuvaError
+from muva.grounding.cache import GroundingCache
 
-
-class GroundTruthError(MuvaError, ValueError):
-    """A ground-truth file that cannot be read."""
-
-
-@dataclass
-class GroundTruth:
-    path: str
-    width: int
-    height: int
-    boxes: dict[str, tuple[float, float, float, float]]
-    occluded: set[str] = field(default_factory=set)
-
-
-def read_parts_jsonl(path: str | Path) -> list[GroundTruth]:
-    """Read a ``parts.jsonl`` file; a bad line is an error naming its number."""
-    path = Path(path)
-    if not path.is_file():
-        raise GroundTruthError(f"ground-truth file {path} does not exist (muva synth writes parts.jsonl in each domain folder)")
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                boxes = {p: tuple(float(v) for v in b) for p, b in obj["boxes"].items()}
-                out.append(GroundTruth(str(obj["path"]), int(obj.get("width", 0)), int(obj.get("height", 0)), boxes, set(obj.get("occluded", []))))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise GroundTruthError(f"{path}:{n}: not a parts record ({type(exc).__name__}: {exc})") from None
-    return out
+__all__ = ["PartScore", "read_parts_jsonl", "score_boxes", "score_cache"]
 
 
 @dataclass
@@ -82,7 +53,7 @@ class PartScore:
 
 def score_boxes(
     predictions: Mapping[str, Mapping[str, object]],
-    truth: Iterable[GroundTruth],
+    truth: Iterable[PartsRecord],
     parts: Sequence[str],
     *,
     expert: str | None = None,
@@ -119,8 +90,6 @@ def score_boxes(
 
 def score_cache(cache_path: str | Path, gt_path: str | Path, parts: Sequence[str] | None = None, *, include_occluded: bool = False) -> tuple[dict[str, PartScore], dict]:
     """Score a grounding cache against ``parts.jsonl``; returns per-part scores and match counts."""
-    from muva.grounding.cache import GroundingCache
-
     truth = read_parts_jsonl(gt_path)
     preds: dict[str, dict] = {}
     with GroundingCache.open(cache_path, readonly=True) as cache:

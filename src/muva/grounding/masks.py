@@ -18,20 +18,12 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
 from muva.data.parts import DEFAULT_PARTS, check_parts
-
-
-def patch_grid(input_size: tuple[int, int] = (256, 128), stride: int = 16, patch: int | None = None) -> tuple[int, int]:
-    """Grid (rows, cols) of a ViT with ``patch``-pixel patches taken every ``stride`` pixels.
-
-    With ``patch`` = ``stride`` (the default) this is ``(H // stride, W // stride)``; with
-    overlapping patches (e.g. CLIP-ReID's 16-pixel patches at stride 12) it is
-    ``((H - patch) // stride + 1, (W - patch) // stride + 1)``.
-    """
-    h, w = input_size
-    p = patch or stride
-    return (h - p) // stride + 1, (w - p) // stride + 1
+from muva.grounding.boxes import prior_boxes
+from muva.grounding.cache import GroundingCache, GroundingCacheError
+from muva.utils.geometry import patch_grid
 
 
 def _coverage(lo: float, hi: float, starts: np.ndarray, size: float) -> np.ndarray:
@@ -72,7 +64,7 @@ def boxes_to_patch_masks(
     iw, ih = image_size
     H, W = input_size
     p = patch or stride
-    rows, cols = patch_grid(input_size, stride, p)
+    rows, cols = patch_grid(input_size, stride, patch=p)
     sx, sy = W / float(iw), H / float(ih)
     ys = np.arange(rows, dtype=np.float64) * stride
     xs = np.arange(cols, dtype=np.float64) * stride
@@ -136,9 +128,6 @@ def load_pseudo_masks(
     Entries imported from the authors' pickles carry exact masks; they are used as they
     are when their grid matches, otherwise their boxes are rasterised like any other.
     """
-    from muva.grounding.cache import GroundingCache, GroundingCacheError
-    from muva.grounding.experts.prior import prior_boxes
-
     parts = check_parts(parts)
     if missing not in ("error", "prior", "skip"):
         raise ValueError(f"missing must be 'error', 'prior' or 'skip', not {missing!r}")
@@ -151,7 +140,7 @@ def load_pseudo_masks(
             f"  muva ground run DATASET --expert pose --out {cache_path}\n"
             "(DATASET = the dataset's folder or registered name; --expert prior needs no model)."
         )
-    grid = patch_grid(input_size, stride, patch)
+    grid = patch_grid(input_size, stride, patch=patch)
     out: dict[str, np.ndarray] = {}
     absent: list[str] = []
     unreadable = 0
@@ -172,8 +161,6 @@ def load_pseudo_masks(
                     absent.append(path)
                     unreadable += entry is not None
                     continue
-                from PIL import Image
-
                 try:
                     with Image.open(path) as im:
                         size = im.size

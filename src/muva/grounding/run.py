@@ -10,9 +10,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
-from muva.grounding.cache import CacheEntry, GroundingCache, shard_of
+from PIL import Image
+
+from muva.data.datasets import DatasetError, resolve_source
+from muva.data.datasets.resolve import folder_records
+from muva.data.parts import PART_NAMES
+from muva.utils.errors import UsageError
+from muva.utils.progress import progress_bar
+from muva.grounding.cache import CacheEntry, GroundingCache, GroundingCacheError, shard_of
 
 SPLIT_NAMES = ("train", "query", "gallery")
 
@@ -28,8 +35,6 @@ class ImageSet:
 
 def _image_folder(folder: Path) -> list[str]:
     """Every image under ``folder`` (resolved paths, hidden entries left out)."""
-    from muva.data.datasets.resolve import folder_records
-
     return [str(Path(r.path).resolve()) for r in folder_records(folder)]
 
 
@@ -40,8 +45,6 @@ def resolve_images(spec: str, root: str | Path | None = None, splits: Sequence[s
     A thin user of :func:`muva.data.datasets.resolve_source`; an unknown split is a
     ``ValueError``, a spec that is neither a dataset nor an image folder a ``DatasetError``.
     """
-    from muva.data.datasets import DatasetError, resolve_source
-
     bad = [s for s in splits if s not in SPLIT_NAMES]
     if bad:
         raise ValueError(f"unknown split(s) {', '.join(bad)}; choose from {', '.join(SPLIT_NAMES)}")
@@ -52,10 +55,36 @@ def resolve_images(spec: str, root: str | Path | None = None, splits: Sequence[s
     return ImageSet(source.name, source.root, source.images(splits))
 
 
+def image_sets(specs: Sequence[str], root: str | Path | None, splits: Sequence[str], options: Sequence[dict],
+               note: Callable[[str], None] = lambda text: None) -> list[ImageSet]:
+    """The images to ground of each spec (a dataset, with its options, or a plain image folder).
+
+    A dataset whose layout is found but cannot serve in full (an empty split, names that
+    do not parse) gives the images that were read, after ``note(problem)``; one with no
+    image at all in ``splits`` is a :class:`DatasetError`, as is an empty folder.
+    """
+    bad = [s for s in splits if s not in SPLIT_NAMES]
+    if bad or not splits:
+        raise UsageError(f"--splits: unknown split(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(SPLIT_NAMES)}")
+    sets = []
+    for spec, opts in zip(specs, options):
+        try:
+            src = resolve_source(spec, root, opts or None, keep_unusable=True)
+        except DatasetError as exc:
+            raise DatasetError(f"cannot read {spec!r} as a dataset or image folder: {exc}") from None
+        if src.problem is not None:
+            if not src.images(splits):
+                raise DatasetError(f"nothing to ground in {spec}: {src.problem}")
+            note(str(src.problem))
+        paths = src.images(splits)
+        if not paths:
+            raise DatasetError(f"nothing to ground in {spec}: its split(s) {', '.join(splits)} hold no image")
+        sets.append(ImageSet(src.name, src.root, paths))
+    return sets
+
+
 def load_image(path: str):
     """Decode an image to RGB; returns ``(image, None)`` or ``(None, "unreadable: why")``."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             im.load()
@@ -72,6 +101,23 @@ def _batched(items: Sequence, n: int) -> Iterator[Sequence]:
         yield items[i : i + n]
 
 
+def parts_to_ground(requested: Sequence[str], cache_path: str | Path) -> tuple[str, ...]:
+    """The parts a run writes into ``cache_path``: ``requested`` plus those the cache already holds.
+
+    A cache only ever gains parts, so every part a cache served before is still served; the
+    result is in the part table's order.
+    """
+    have: list[str] = []
+    if Path(cache_path).is_file():
+        try:
+            with GroundingCache.open(cache_path, readonly=True) as cache:
+                have = cache.parts()
+        except GroundingCacheError:
+            have = []  # not a cache: opening it for writing reports that
+    wanted = set(requested) | set(have)
+    return tuple(p for p in PART_NAMES if p in wanted)
+
+
 @dataclass
 class RunSummary:
     total: int
@@ -80,6 +126,7 @@ class RunSummary:
     processed: int
     unreadable: int
     seconds: float
+    widened_from: list[str] | None = None  # the cache's parts before this run added some
 
     @property
     def rate(self) -> float:
@@ -115,18 +162,17 @@ def ground_images(
     meta.update(extra_meta or {})
     bs = max(1, batch_size or getattr(expert, "batch_size", 8))
     t0 = time.perf_counter()
-    with GroundingCache.open(out, meta=meta) as cache:
+    with GroundingCache.open(out, meta=meta, widen_parts=True) as cache:
+        widened = cache.widened_now
         keyed = [(cache.key(p), p) for p in images.paths]
         if shard:
             keyed = [kp for kp in keyed if shard_of(kp[0], shard[1]) == shard[0]]
-        done = set() if redo else cache.keys()
+        done = set() if redo else cache.keys_covering(expert.parts)
         todo = [kp for kp in keyed if kp[0] not in done]
         already = len(keyed) - len(todo)
         if limit is not None:
             todo = todo[:limit]
         processed = unreadable = 0
-        from muva.utils.progress import progress_bar
-
         desc = f"{expert.name} on {images.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(desc, total=len(todo), disable=not progress) as advance:
             # Decode up to two batches ahead of the expert.
@@ -143,7 +189,7 @@ def ground_images(
                 processed += len(entries)
                 unreadable += sum(e.status != "ok" for e in entries)
                 advance(len(entries))
-    return RunSummary(len(images.paths), len(keyed), already, processed, unreadable, time.perf_counter() - t0)
+    return RunSummary(len(images.paths), len(keyed), already, processed, unreadable, time.perf_counter() - t0, widened)
 
 
 def _entries_for(expert, batch: Sequence[tuple[str, str]], decoded: Sequence[tuple]) -> list[CacheEntry]:
@@ -157,8 +203,6 @@ def _entries_for(expert, batch: Sequence[tuple[str, str]], decoded: Sequence[tup
 
 def iter_sizes(paths: Iterable[str]) -> Iterator[tuple[int, int] | None]:
     """Image sizes from file headers (no decoding); None for unreadable files."""
-    from PIL import Image
-
     for p in paths:
         try:
             with Image.open(p) as im:

@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from muva.data.parts import PARTS
+from muva.utils.draw import overlay
+from muva.utils.geometry import patch_grid
+from muva.utils.io import atomic_write
 
 UNKNOWN_COLOUR = (255, 255, 255)  # a name that is no registered part
 
@@ -25,8 +29,6 @@ def _colour(part: str) -> tuple[int, int, int]:
 
 
 def _tile(image, boxes: Mapping, masks: np.ndarray | None, parts: Sequence[str], grid: tuple[int, int], input_size: tuple[int, int], scale: int, caption: str):
-    from PIL import Image, ImageDraw
-
     H, W = input_size
     th, tw = H * scale, W * scale
     left = image.convert("RGB").resize((tw, th), Image.BILINEAR)
@@ -43,8 +45,6 @@ def _tile(image, boxes: Mapping, masks: np.ndarray | None, parts: Sequence[str],
         draw.rectangle([x0, y0, x1, y1], outline=color, width=1 if fallback else 2 * max(1, scale // 2))
     right = image.convert("RGB").resize((tw, th), Image.BILINEAR)
     if masks is not None:
-        from muva.utils.draw import overlay
-
         rows, cols = grid
         ph, pw = th / rows, tw / cols
         right = overlay(right, np.asarray(masks, dtype=np.float32), grid, [_colour(p) for p in parts])
@@ -77,13 +77,9 @@ def render_grid(
     scale: int = 1,
 ):
     """A PIL image of tiles; ``items`` are ``(image, boxes, masks_or_None, caption)``."""
-    from PIL import Image
-
-    from muva.grounding.masks import patch_grid
-
     if not items:
         raise ValueError("nothing to draw: no images selected")
-    grid = patch_grid(input_size, stride)
+    grid = patch_grid(input_size, stride=stride)
     tiles = [_tile(img, boxes, masks, parts, grid, input_size, scale, caption) for img, boxes, masks, caption in items]
     tw, th = tiles[0].size
     columns = max(1, min(columns, len(tiles)))
@@ -96,8 +92,6 @@ def render_grid(
 
 def save_png(image, path: str | Path) -> Path:
     """Write a PIL image as PNG atomically."""
-    from muva.utils.io import atomic_write
-
     path = Path(path)
     with atomic_write(path, "wb") as fh:
         image.save(fh, format="PNG")

@@ -1,6 +1,9 @@
 """``muva extract``, ``muva search build|query`` and ``muva export``: using a trained model.
 
-Heavy packages (torch, faiss, onnx) are imported inside the commands only.
+Heavy packages (torch, faiss, onnx) are imported inside the commands only.  Bad input
+is a :class:`~muva.utils.errors.MuvaError` — the concern's own (a dataset, model,
+feature or index error) or a :class:`~muva.utils.errors.UsageError` for a flag value —
+which the command line reports once, as one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -11,13 +14,9 @@ from typing import List, Optional
 
 import typer
 
+from muva.utils.errors import UsageError
+
 search_app = typer.Typer(help="Gallery search with faiss: build an index from features, query it.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 2):
-    from muva.utils.console import fail
-
-    return fail(message, code)
 
 
 def _expand_images(items: list[Path]) -> list[str]:
@@ -30,7 +29,7 @@ def _expand_images(items: list[Path]) -> list[str]:
         elif p.exists():
             out.append(str(p))
         else:
-            raise FileNotFoundError(f"{p} does not exist")
+            raise UsageError(f"{p} does not exist")
     return out
 
 
@@ -60,23 +59,20 @@ def extract(
     """
     from rich.console import Console
 
-    from muva.data.records import DatasetError
+    from muva.data.datasets import dataset_options_for
+    from muva.inference.backends import BACKENDS
     from muva.inference.extract import extract_to_folder, gather_rows
-    from muva.inference.extractor import FeatureExtractor, InferenceError
-    from muva.inference.features import FeatureFileError
+    from muva.inference.extractor import FeatureExtractor
 
     console = Console(stderr=True)
     split_list = [s.strip() for s in splits.split(",") if s.strip()]
-    try:
-        from muva.data.datasets import dataset_options_for
-
-        options = dataset_options_for([source], dataset_option)[0] if dataset_option else None
-        rows, src = gather_rows(source, root=root, splits=split_list, options=options)
-        fx = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, flip=flip, backend=backend, num_workers=workers)
-        console.print(f"{len(rows):,} images from {src.get('name') or src.get('path')} → {out} ({fx.dim}-d, {fx.backend}{', flip' if flip else ''})")
-        summary = extract_to_folder(fx, rows, out, shard_size=shard_size, resume=not overwrite, source=src)
-    except (DatasetError, InferenceError, FeatureFileError, ValueError, KeyError) as exc:
-        raise _fail(str(exc).strip('"'))
+    if backend not in BACKENDS:
+        raise UsageError(f"backend must be 'torch', 'onnx' or 'auto', not {backend!r}")
+    options = dataset_options_for([source], dataset_option)[0] if dataset_option else None
+    rows, src = gather_rows(source, root=root, splits=split_list, options=options)
+    fx = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, flip=flip, backend=backend, num_workers=workers)
+    console.print(f"{len(rows):,} images from {src.get('name') or src.get('path')} → {out} ({fx.dim}-d, {fx.backend}{', flip' if flip else ''})")
+    summary = extract_to_folder(fx, rows, out, shard_size=shard_size, resume=not overwrite, source=src)
     msg = f"wrote {summary['written']:,} new rows ({summary['rows']:,} in all, {summary['skipped_existing']:,} already there)"
     if summary["failed_total"]:
         msg += f"; {summary['failed_total']:,} unreadable image(s) listed in {Path(out) / 'failed.csv'}"
@@ -98,22 +94,19 @@ def search_build(
     """Build a faiss index over gallery features and save it to disk."""
     from rich.console import Console
 
-    from muva.inference.features import FeatureFileError, read_manifest
-    from muva.inference.search import GalleryIndex, SearchError
+    from muva.inference.search import GalleryIndex
+    from muva.utils.featurefiles import read_manifest
 
     console = Console(stderr=True)
     chosen: str | None = None if split == "all" else split
-    try:
-        if split == "auto":
-            chosen = None
-            if features.is_dir():
-                src = read_manifest(features).get("meta", {}).get("source", {})
-                if "gallery" in src.get("splits", []) and len(src["splits"]) > 1:
-                    chosen = "gallery"
-        index = GalleryIndex.from_features(features, split=chosen, kind=kind, factory=factory, nlist=nlist, m=m, nprobe=nprobe, ef_search=ef_search)
-        index.save(out)
-    except (FeatureFileError, SearchError, ValueError) as exc:
-        raise _fail(str(exc))
+    if split == "auto":
+        chosen = None
+        if features.is_dir():
+            src = read_manifest(features).get("meta", {}).get("source", {})
+            if "gallery" in src.get("splits", []) and len(src["splits"]) > 1:
+                chosen = "gallery"
+    index = GalleryIndex.from_features(features, split=chosen, kind=kind, factory=factory, nlist=nlist, m=m, nprobe=nprobe, ef_search=ef_search)
+    index.save(out)
     info = index.info
     console.print(
         f"indexed {info['ntotal']:,} × {info['dim']}-d ({info['factory']}{', split ' + chosen if chosen else ''}) in {info['build_seconds']:.1f} s → {out}\n"
@@ -141,34 +134,32 @@ def search_query(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.inference.extractor import FeatureExtractor, InferenceError
-    from muva.inference.features import FeatureFileError, load_features
-    from muva.inference.search import GalleryIndex, SearchError
+    from muva.inference.backends import InferenceError
+    from muva.inference.extractor import FeatureExtractor
+    from muva.inference.search import GalleryIndex
+    from muva.utils.featurefiles import load_features
 
     console = Console()
-    try:
-        index = GalleryIndex.load(index_dir, nprobe=nprobe, ef_search=ef_search)
-        if features is not None:
-            fs = load_features(features)
-            if split:
-                fs = fs.split(split)
-            q, names = fs.features, fs.paths
-        elif images:
-            if checkpoint is None:
-                raise InferenceError("image queries need --checkpoint (the model that extracted the gallery)")
-            paths = _expand_images(list(images))
-            fx = FeatureExtractor(checkpoint, device=device, flip=flip)
-            res = fx.extract_files(paths, progress=len(paths) > 256)
-            for p, e in res.failed.items():
-                console.print(f"[yellow]skipped unreadable {p}: {e}[/]")
-            q, names = res.features, res.paths
-        else:
-            raise InferenceError("give query images (with --checkpoint) or --features")
-        if len(q) == 0:
-            raise InferenceError("no query could be read")
-        result = index.search(np.asarray(q), k=k)
-    except (FeatureFileError, SearchError, InferenceError, FileNotFoundError) as exc:
-        raise _fail(str(exc))
+    index = GalleryIndex.load(index_dir, nprobe=nprobe, ef_search=ef_search)
+    if features is not None:
+        fs = load_features(features)
+        if split:
+            fs = fs.split(split)
+        q, names = fs.features, fs.paths
+    elif images:
+        if checkpoint is None:
+            raise UsageError("image queries need --checkpoint (the model that extracted the gallery)")
+        paths = _expand_images(list(images))
+        fx = FeatureExtractor(checkpoint, device=device, flip=flip)
+        res = fx.extract_files(paths, progress=len(paths) > 256)
+        for p, e in res.failed.items():
+            console.print(f"[yellow]skipped unreadable {p}: {e}[/]")
+        q, names = res.features, res.paths
+    else:
+        raise UsageError("give query images (with --checkpoint) or --features")
+    if len(q) == 0:
+        raise InferenceError("no query could be read")
+    result = index.search(np.asarray(q), k=k)
     rows = result.to_rows(names)
     for qi, name in enumerate(names[:show]):
         table = Table(title=f"{Path(str(name)).name}", title_justify="left")
@@ -209,21 +200,16 @@ def export(
     """Export the inference model (images → L2-normalised features [, part masks]) with a dynamic batch axis."""
     from rich.console import Console
 
-    from muva.inference.extractor import InferenceError
+    from muva.inference.export import ParityError, export_onnx
 
     if fmt.lower() != "onnx":
-        raise _fail(f"unknown export format {fmt!r}; supported: onnx")
-    try:
-        from muva.inference.export import export_onnx
-
-        report = export_onnx(checkpoint, out, opset=opset, masks=masks, dynamo=dynamo, check=check, quantize=quantize)
-    except (InferenceError, ImportError, ValueError) as exc:
-        raise _fail(str(exc))
+        raise UsageError(f"unknown export format {fmt!r}; supported: onnx")
+    report = export_onnx(checkpoint, out, opset=opset, masks=masks, dynamo=dynamo, check=check, quantize=quantize)
     console = Console(stderr=True)
     console.print(f"wrote {report.path} ({report.file_bytes / 2**20:.1f} MiB, opset {report.opset}, outputs {', '.join(report.outputs)}) in {report.seconds:.1f} s")
     if report.parity:
         p = report.parity
-        ok = p["features_max_abs_diff"] <= 1e-4 or (report.quantized is not None and p["features_min_cosine"] > 0.9)
+        ok = report.parity_ok
         line = f"parity on a batch of {p['batch']}: max |ONNX − PyTorch| features = {p['features_max_abs_diff']:.2e}"
         if report.quantized:
             line += f" (int8; lowest feature cosine to PyTorch {p['features_min_cosine']:.4f})"
@@ -231,7 +217,7 @@ def export(
             line += f", masks = {p['masks_max_abs_diff']:.2e}"
         console.print(("[green]" if ok else "[red]") + line + ("[/]"))
         if not ok:
-            raise _fail("ONNX output differs from PyTorch by more than 1e-4" + (" (int8: cosine ≤ 0.9)" if report.quantized else ""), code=1)
+            raise ParityError("ONNX output differs from PyTorch by more than 1e-4" + (" (int8: cosine ≤ 0.9)" if report.quantized else ""))
     if report.quantized:
         console.print("int8 features are close to, not equal to, PyTorch's: compare retrieval on your data with "
                       "`muva extract` (checkpoint and .onnx) + `muva evaluate-features FEATS FEATS` (docs/inference.md §5)")

@@ -12,21 +12,41 @@ ONNX Runtime with the same preprocessing as the PyTorch model.
 The TorchScript-based exporter (``dynamo=False``) is used by default: its graph has
 fewer transposes than the torch.export-based one (``dynamo=True``, same outputs), and
 ONNX Runtime runs it about 5 % faster on CPU.
+
+``onnx`` and ``onnxruntime`` are optional (``pip install 'muva[onnx]'``): they are
+imported by the functions that need them, and their absence is an
+:class:`~muva.inference.backends.InferenceError` saying how to install them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
+import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.jit import TracerWarning
 
-from muva.inference.extractor import InferenceError, ModelInfo, load_checkpoint, model_info
+from muva._version import __version__
+from muva.inference.backends import InferenceError, open_model
+from muva.models.meta import ModelInfo
+from muva.utils.errors import EXIT_FAILURE
+
+#: the export check's bounds: float32 must match PyTorch to this, int8 stay above the cosine
+PARITY_MAX_ABS_DIFF = 1e-4
+INT8_MIN_COSINE = 0.9
+
+
+class ParityError(InferenceError):
+    """The exported file's outputs differ from PyTorch's beyond the check's bound (the export ran and failed)."""
+
+    exit_code = EXIT_FAILURE
 
 
 @dataclass
@@ -45,10 +65,31 @@ class ExportReport:
     def max_abs_diff(self) -> float:
         return float(self.parity.get("features_max_abs_diff", float("nan")))
 
+    @property
+    def parity_ok(self) -> bool:
+        """Whether the check passed: features within 1e-4 of PyTorch's, or (int8) a lowest cosine above 0.9."""
+        p = self.parity
+        return p["features_max_abs_diff"] <= PARITY_MAX_ABS_DIFF or (
+            self.quantized is not None and p["features_min_cosine"] > INT8_MIN_COSINE)
+
+
+def _onnx():
+    try:
+        import onnx  # optional (muva[onnx]): only the export needs it
+    except ImportError as exc:
+        raise InferenceError(f"{exc}: ONNX export needs onnx and onnxruntime (pip install 'muva[onnx]')") from exc
+    return onnx
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime  # optional (muva[onnx]): the parity check and int8 quantisation run on it
+    except ImportError as exc:
+        raise InferenceError(f"{exc}: ONNX export needs onnx and onnxruntime (pip install 'muva[onnx]')") from exc
+    return onnxruntime
+
 
 def _export_module(model, with_masks: bool, sigmoid: bool):
-    import torch
-
     class InferenceGraph(torch.nn.Module):
         """images → (features, masks): the model's ``extract`` with masks stacked."""
 
@@ -70,8 +111,6 @@ def _export_module(model, with_masks: bool, sigmoid: bool):
 
 def _masks_are_logits(model, info: ModelInfo) -> bool | None:
     """Run one dummy image: None when the model predicts no masks, else whether they are logits."""
-    import torch
-
     if not info.parts:
         return None
     x = torch.zeros(1, 3, *info.input_size)
@@ -111,11 +150,12 @@ def export_onnx(
     """
     if quantize not in (None, "int8"):
         raise InferenceError(f"quantize must be None or 'int8', not {quantize!r}")
-    import torch
-
-    model = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+    _onnx()  # say now, before the export runs, when the optional packages are missing
+    if check or quantize:
+        _onnxruntime()
+    model = open_model(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     model = model.cpu().eval()
-    info = model_info(model)
+    info = ModelInfo.of(model)
     logits = _masks_are_logits(model, info) if masks else None
     with_masks = logits is not None
     graph = _export_module(model, with_masks, bool(logits))
@@ -133,18 +173,11 @@ def export_onnx(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     dynamic = {"images": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
     t0 = time.perf_counter()
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
-        try:
-            from torch.jit import TracerWarning
-
-            warnings.filterwarnings("ignore", category=TracerWarning)
-        except ImportError:  # pragma: no cover
-            pass
+        warnings.filterwarnings("ignore", category=TracerWarning)
         tmp = out_path.with_name(out_path.name + ".tmp")
         if dynamo:
             batch = torch.export.Dim("batch", min=1, max=4096)
@@ -160,8 +193,12 @@ def export_onnx(
                     "use the default TorchScript exporter (without --dynamo)"
                 ) from exc
         else:
-            torch.onnx.export(graph, (dummy,), str(tmp), dynamo=False, input_names=["images"], output_names=outputs,
-                              dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True)
+            try:
+                torch.onnx.export(graph, (dummy,), str(tmp), dynamo=False, input_names=["images"], output_names=outputs,
+                                  dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True)
+            except RuntimeError as exc:  # e.g. an opset the exporter does not support
+                raise InferenceError(f"the ONNX exporter failed with opset {opset}: {str(exc).splitlines()[0][:300]}; "
+                                     "choose another --opset (17 is the default)") from exc
     if quantize:
         _quantize_int8(tmp, info)
     _write_metadata(tmp, info, opset)
@@ -184,12 +221,9 @@ def _quantize_int8(path: Path, info: ModelInfo) -> None:
     bit-comparable with PyTorch: the parity report then gives the cosine similarity of
     the features to the float model instead of holding them to 1e-4.
     """
-    import logging
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # optional (muva[onnx]), checked by export_onnx
 
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = _onnx().load(str(path), load_external_data=False).graph
     keep_float = [n.name for n in graph.node if n.op_type == "MatMul" and "mask_predictors" in n.name]
     src = path.with_name(path.name + ".fp32")
     os.replace(path, src)
@@ -208,11 +242,7 @@ def _quantize_int8(path: Path, info: ModelInfo) -> None:
 
 
 def _write_metadata(path: Path, info: ModelInfo, opset: int) -> None:
-    import onnx
-    import torch
-
-    from muva._version import __version__
-
+    onnx = _onnx()
     proto = onnx.load(str(path))
     info.extra.update({"muva_version": __version__, "torch_version": torch.__version__, "opset": opset})
     del proto.metadata_props[:]
@@ -228,10 +258,8 @@ def check_onnx_parity(model, onnx_path: str | Path, *, batch: int = 3, seed: int
     Returns ``{"features_max_abs_diff": …, "masks_max_abs_diff": … (when exported),
     "batch": …}``.  ``inputs`` (``N×3×H×W`` normalised) defaults to random images.
     """
-    import onnxruntime as ort
-    import torch
-
-    info = model_info(model)
+    ort = _onnxruntime()
+    info = ModelInfo.of(model)
     if inputs is None:
         gen = torch.Generator().manual_seed(seed)
         inputs = torch.rand(batch, 3, *info.input_size, generator=gen) * 2 - 1  # the normalised range
@@ -257,15 +285,13 @@ def check_onnx_parity(model, onnx_path: str | Path, *, batch: int = 3, seed: int
     return out
 
 
-def onnx_info(path: str | Path) -> dict:
-    """The ``muva`` metadata of an exported file (input size, mean/std, parts, grid, dim)."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
+def onnx_info(path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` in an exported file's ``muva`` metadata (input size, mean/std, parts, grid, dim, versions)."""
+    proto = _onnx().load(str(path), load_external_data=False)
     for p in proto.metadata_props:
         if p.key == "muva":
-            return json.loads(p.value)
+            return ModelInfo.from_json(p.value)
     raise InferenceError(f"{path} has no muva metadata; export it with `muva export CHECKPOINT --format onnx`")
 
 
-__all__ = ["ExportReport", "check_onnx_parity", "export_onnx", "onnx_info"]
+__all__ = ["ExportReport", "ParityError", "check_onnx_parity", "export_onnx", "onnx_info"]

@@ -8,11 +8,15 @@ recursively; identity and camera are read from Market-style ``PPPP_cC…`` or MA
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from muva.data.datasets import UnusableDatasetError, resolve_source
 from muva.data.datasets.resolve import folder_records, parse_identity
 from muva.data.records import DatasetError
+from muva.utils.featurefiles import MANIFEST, FeatureFileError, FeatureWriter
+from muva.utils.progress import progress_bar
 
 DEFAULT_SPLITS = ("query", "gallery")
 
@@ -34,8 +38,6 @@ def gather_rows(source: str, *, root: str | Path | None = None, splits: Sequence
     must be a dataset.  Raises :class:`DatasetError` when ``source`` is neither (see
     :func:`muva.data.datasets.resolve_source`).
     """
-    from muva.data.datasets import UnusableDatasetError, resolve_source
-
     path = Path(source).expanduser()
     try:
         src = resolve_source(source, root, options)
@@ -59,14 +61,11 @@ def extract_to_folder(
     progress: bool = True,
     source: dict | None = None,
 ) -> dict:
-    """Extract ``rows`` into the feature folder ``out_dir`` (see :mod:`muva.inference.features`).
+    """Extract ``rows`` into the feature folder ``out_dir`` (see :mod:`muva.utils.featurefiles`).
 
     With ``resume`` (the default) images already in ``out_dir`` from an interrupted or
     earlier run are skipped.  Returns a summary: rows written, skipped, failed.
     """
-    from muva.inference.features import FeatureWriter
-    from muva.utils.progress import progress_bar
-
     meta = {"extractor": extractor.describe(), "source": source or {}}
     if resume:
         _check_same_settings(out_dir, meta["extractor"])
@@ -101,10 +100,6 @@ RESUME_KEYS = ("checkpoint", "flip", "before_bn", "input_size", "dim")
 
 def _check_same_settings(out_dir: str | Path, extractor: dict) -> None:
     """Refuse to append to a feature folder made with another model or other settings."""
-    import json
-
-    from muva.inference.features import MANIFEST, FeatureFileError
-
     path = Path(out_dir) / MANIFEST
     if not path.exists():
         return

@@ -4,7 +4,11 @@ The extractor wraps a MUVA checkpoint (``save_model`` file), an already built mo
 or an exported ONNX file, and turns file paths, PIL images, numpy arrays or tensors —
 one image or many — into L2-normalised re-ID features (the BN-neck output, as the
 evaluation uses), optionally with horizontal-flip test-time augmentation and the
-predicted part masks.
+predicted part masks.  The model runs in a backend (:mod:`muva.inference.backends`:
+PyTorch or ONNX Runtime); image files are decoded ahead of it
+(:mod:`muva.inference.files`); every input is preprocessed by one rule
+(:mod:`muva.inference.images`); the model's input size, normalisation, parts and grid
+come from its :class:`~muva.models.meta.ModelInfo` (:attr:`FeatureExtractor.info`).
 
 Example (a tiny random model, saved and reloaded)::
 
@@ -28,185 +32,21 @@ Example (a tiny random model, saved and reloaded)::
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import torch
 
-from muva.inference.images import ImageFiles, Preprocess, collate_files, split_inputs
-from muva.utils.errors import MuvaError
+from muva.inference.backends import BACKENDS, ONNX_SUFFIXES, InferenceError, OnnxBackend, TorchBackend, open_model
+from muva.inference.files import FileFeatures, file_batches
+from muva.inference.images import ImageFiles, Preprocess, split_inputs
+from muva.models.meta import ModelInfo
+from muva.utils.progress import progress_bar
 
-ONNX_SUFFIXES = (".onnx",)
-
-
-class InferenceError(MuvaError, RuntimeError):
-    """A checkpoint or input that the extractor cannot use (with what to do about it)."""
-
-
-@dataclass
-class ModelInfo:
-    """What the extractor needs to know about a model besides its weights."""
-
-    input_size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    parts: tuple[str, ...] = ()
-    grid: tuple[int, int] = (0, 0)
-    num_layers: int = 0
-    dim: int = 0
-    extra: dict = field(default_factory=dict)
-    interpolation: str = "bicubic"  # test-time resize; files written before it was recorded used bicubic
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "input_size": list(self.input_size),
-                "mean": list(self.mean),
-                "std": list(self.std),
-                "parts": list(self.parts),
-                "grid": list(self.grid),
-                "num_layers": self.num_layers,
-                "dim": self.dim,
-                "interpolation": self.interpolation,
-                **self.extra,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelInfo":
-        d = json.loads(text)
-        known = {"input_size", "mean", "std", "parts", "grid", "num_layers", "dim", "interpolation"}
-        return cls(
-            input_size=tuple(d["input_size"]),
-            mean=tuple(d["mean"]),
-            std=tuple(d["std"]),
-            parts=tuple(d.get("parts", ())),
-            grid=tuple(d.get("grid", (0, 0))),
-            num_layers=int(d.get("num_layers", 0)),
-            dim=int(d.get("dim", 0)),
-            extra={k: v for k, v in d.items() if k not in known},
-            interpolation=str(d.get("interpolation", "bicubic")),
-        )
-
-
-def model_info(model) -> ModelInfo:
-    """Read input size, normalisation, parts, patch grid and depth from a MUVA model."""
-    cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
-    if cfg is None:
-        raise InferenceError(f"{type(model).__name__} has no .cfg; pass a muva model (muva.models.build_model / load_model)")
-    input_size = tuple(int(v) for v in getattr(cfg, "input_size", (256, 128)))
-    mean = tuple(float(v) for v in getattr(cfg, "mean", (0.5, 0.5, 0.5)))
-    std = tuple(float(v) for v in getattr(cfg, "std", (0.5, 0.5, 0.5)))
-    parts = tuple(getattr(cfg, "parts", ()) or ())
-    grid = tuple(int(v) for v in getattr(model, "grid", (0, 0)))
-    num_layers = int(getattr(model, "num_layers", 0) or 0)
-    dim = int(getattr(model, "feature_dim", 0) or 0)
-    arch = getattr(cfg, "arch", None)
-    patch = getattr(model, "patch_size", None) or getattr(arch, "patch_size", None)
-    stride = getattr(model, "stride", None) or getattr(cfg, "stride", None) or patch or 16
-    extra = {"stride": int(stride), "patch": int(patch) if patch else None}
-    interpolation = str(getattr(cfg, "test_interpolation", "bicubic"))
-    return ModelInfo(input_size, mean, std, parts, grid, num_layers, dim, extra, interpolation)  # type: ignore[arg-type]
-
-
-def load_checkpoint(checkpoint, device: str = "cpu"):
-    """Load a MUVA checkpoint for inference (identity-dependent tensors are skipped)."""
-    try:
-        from muva.models import load_model
-    except ImportError as exc:  # pragma: no cover - depends on the models package
-        raise InferenceError(f"cannot import muva.models.load_model ({exc})") from exc
-    path = Path(checkpoint)
-    if not path.exists():
-        raise InferenceError(f"checkpoint {path} does not exist; pass the file written by training (save_model) or by `muva export`")
-    from muva.utils.errors import MuvaError
-
-    try:
-        return load_model(path, num_classes=None, device=device)
-    except MuvaError:  # ModelFileError & co. already name the file and the fix
-        raise
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise InferenceError(f"cannot load {path}: {exc}") from exc
-
-
-class _TorchBackend:
-    def __init__(self, model, device: str, before_bn: bool):
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.before_bn = before_bn
-        self.info = model_info(model)
-
-    def run(self, batch, *, flip: bool, masks: bool):
-        torch = self.torch
-        x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
-        x = x.to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            out = self.model.extract(x, before_bn=self.before_bn, return_masks=masks)
-            feats, layer_masks = (out if masks else (out, None))
-            if flip:
-                flipped = self.model.extract(x.flip(-1), before_bn=self.before_bn)
-                feats = torch.nn.functional.normalize(feats + flipped, dim=-1)
-            if layer_masks is not None:
-                layer_masks = _stack_masks(layer_masks)
-        return feats, layer_masks
-
-
-def _stack_masks(layer_masks):
-    """Per-layer list of ``B×R×L`` masks → one ``B×layers×R×L`` tensor of probabilities."""
-    import torch
-
-    if isinstance(layer_masks, torch.Tensor):
-        stacked = layer_masks if layer_masks.ndim == 4 else layer_masks[:, None]
-    else:
-        if len(layer_masks) == 0:
-            return None
-        stacked = torch.stack(list(layer_masks), dim=1)
-    stacked = stacked.float()
-    if stacked.numel() and (stacked.min() < 0 or stacked.max() > 1):
-        stacked = stacked.sigmoid()  # logits → probabilities
-    return stacked
-
-
-class _OnnxBackend:
-    def __init__(self, path: Path, device: str, threads: int | None):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise InferenceError("the ONNX backend needs onnxruntime: pip install 'muva[onnx]'") from exc
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "muva" not in meta:
-            raise InferenceError(f"{path} has no muva metadata; export it with `muva export CHECKPOINT --format onnx`")
-        self.info = ModelInfo.from_json(meta["muva"])
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        self.input_name = self.session.get_inputs()[0].name
-
-    def run(self, batch, *, flip: bool, masks: bool):
-        x = batch.numpy() if hasattr(batch, "numpy") else np.asarray(batch)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if masks and "masks" not in self.outputs:
-            raise InferenceError("this ONNX file was exported without masks; re-export with `muva export --masks`")
-        names = ["features", "masks"] if masks else ["features"]
-        res = self.session.run(names, {self.input_name: x})
-        feats = res[0]
-        if flip:
-            other = self.session.run(["features"], {self.input_name: np.ascontiguousarray(x[..., ::-1])})[0]
-            feats = feats + other
-            feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-        return feats, (res[1] if masks else None)
+__all__ = ["FeatureExtractor", "FileFeatures", "InferenceError"]
 
 
 class FeatureExtractor:
@@ -249,7 +89,7 @@ class FeatureExtractor:
         threads: int | None = None,
         worker_type: str = "thread",
     ):
-        if backend not in ("auto", "torch", "onnx"):
+        if backend not in BACKENDS:
             raise ValueError(f"backend must be 'torch', 'onnx' or 'auto', not {backend!r}")
         if worker_type not in ("thread", "process"):
             raise ValueError(f"worker_type must be 'thread' or 'process', not {worker_type!r}")
@@ -263,10 +103,10 @@ class FeatureExtractor:
                 raise InferenceError("the ONNX backend needs the path of an exported .onnx file")
             if before_bn:
                 raise InferenceError("before_bn is fixed at export time; the ONNX file holds the BN-neck features")
-            self._backend: Any = _OnnxBackend(Path(checkpoint), device, threads)
+            self._backend: Any = OnnxBackend(Path(checkpoint), device, threads)
         else:
-            model = load_checkpoint(checkpoint, device) if is_path else checkpoint
-            self._backend = _TorchBackend(model, device, before_bn)
+            model = open_model(checkpoint, device) if is_path else checkpoint
+            self._backend = TorchBackend(model, device, before_bn)
         self.backend = backend
         self.checkpoint = str(checkpoint) if is_path else type(checkpoint).__name__
         self.batch_size = int(batch_size)
@@ -336,8 +176,6 @@ class FeatureExtractor:
 
     def _finish(self, feats, output: str):
         if output == "torch":
-            import torch
-
             return feats.detach().float().cpu() if isinstance(feats, torch.Tensor) else torch.from_numpy(np.asarray(feats, dtype=np.float32))
         if hasattr(feats, "detach"):
             return feats.detach().float().cpu().numpy()
@@ -388,25 +226,16 @@ class FeatureExtractor:
         """Yield ``(indices, features, masks, failed)`` per batch of image files.
 
         Decoding overlaps the forward pass: by default ``num_workers`` background
-        threads decode and preprocess the next batches (PIL and numpy release the GIL,
-        and threads add no start-up cost and no copy-on-write page faults to the
-        process holding the model); ``worker_type="process"`` uses DataLoader worker
-        processes instead (for heavy decoding on many cores).  Unreadable files are
-        left out of ``indices`` / ``features`` and reported in ``failed`` (index →
-        error message).
+        threads decode and preprocess the next batches; ``worker_type="process"`` uses
+        DataLoader worker processes instead (for heavy decoding on many cores; see
+        :mod:`muva.inference.files`).  Unreadable files are left out of ``indices`` /
+        ``features`` and reported in ``failed`` (index → error message).
         """
         dataset = ImageFiles(paths, self.preprocess)
         workers = self.num_workers
         if workers is None:
             workers = 1 if len(paths) > self.batch_size else 0
-        if self.worker_type == "process" and workers > 0:
-            from torch.utils.data import DataLoader
-
-            loader: Any = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=workers,
-                                     collate_fn=collate_files, prefetch_factor=4)
-        else:
-            loader = prefetch_batches(dataset, self.batch_size, workers)
-        for images, indices, errors in loader:
+        for images, indices, errors in file_batches(dataset, self.batch_size, workers, self.worker_type):
             failed = {i: e for i, e in zip(indices, errors) if e}
             if failed:
                 keep = [j for j, e in enumerate(errors) if not e]
@@ -428,8 +257,6 @@ class FeatureExtractor:
         description: str = "extracting",
     ) -> "FileFeatures":
         """Features of many image files, with a progress bar; unreadable files are skipped."""
-        from muva.utils.progress import progress_bar
-
         paths = [str(p) for p in paths]
         feats, masks, kept, failed = [], [], [], {}
         start = time.perf_counter()
@@ -455,57 +282,7 @@ class FeatureExtractor:
         )
 
 
-def prefetch_batches(dataset: ImageFiles, batch_size: int, workers: int, prefetch: int = 4) -> Iterator[tuple]:
-    """Collated batches of ``dataset`` in order, decoded ``prefetch`` batches ahead by threads."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    starts = iter(range(0, len(dataset), batch_size))
-
-    def load(start: int):
-        return collate_files([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-
-    if workers <= 0:
-        for start in starts:
-            yield load(start)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="muva-decode") as pool:
-        pending: deque = deque()
-        for start in starts:
-            pending.append(pool.submit(load, start))
-            if len(pending) >= prefetch:
-                break
-        while pending:
-            batch = pending.popleft().result()
-            nxt = next(starts, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
-            yield batch
-
-
-@dataclass
-class FileFeatures:
-    """Result of :meth:`FeatureExtractor.extract_files`."""
-
-    paths: list[str]
-    indices: list[int]
-    features: Any
-    masks: Any = None
-    failed: dict = field(default_factory=dict)
-    seconds: float = 0.0
-
-
 def _concat(chunks: list, output: str):
     if output == "torch":
-        import torch
-
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-
-
-def features_of(checkpoint, images, **kwargs) -> np.ndarray:
-    """One-shot helper: ``FeatureExtractor(checkpoint, **kwargs)(images)``."""
-    return FeatureExtractor(checkpoint, **kwargs)(images)
-
-
-__all__ = ["FeatureExtractor", "FileFeatures", "InferenceError", "ModelInfo", "load_checkpoint", "model_info", "features_of"]

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+from PIL import Image
 
 PathLike = (str, os.PathLike)
 _PIL_FILTERS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST"}
@@ -49,8 +51,6 @@ class Preprocess:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; use {', '.join(_PIL_FILTERS)}")
 
     def _resize_tensor(self, t):
-        import torch
-
         mode = self.interpolation
         extra = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
         return torch.nn.functional.interpolate(t, size=self.input_size, mode=mode, **extra)
@@ -72,8 +72,6 @@ class Preprocess:
 
     def pil(self, image) -> np.ndarray:
         """A PIL image → normalised ``3×H×W`` float32."""
-        from PIL import Image
-
         if image.mode != "RGB":
             image = image.convert("RGB")
         if image.size != (self.width, self.height):
@@ -82,15 +80,11 @@ class Preprocess:
 
     def path(self, path: str | os.PathLike) -> np.ndarray:
         """Decode an image file and preprocess it (raises ``OSError`` when unreadable)."""
-        from PIL import Image
-
         with Image.open(path) as im:
             return self.pil(im.convert("RGB"))
 
     def array(self, arr: np.ndarray) -> np.ndarray:
         """One ``H×W×3`` / ``H×W`` / ``3×H×W`` numpy image → normalised ``3×H×W``."""
-        from PIL import Image
-
         arr = np.asarray(arr)
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
@@ -108,16 +102,12 @@ class Preprocess:
             return self._normalise(arr.astype(np.float32) * (1.0 / 255.0))
         arr = arr.astype(np.float32)
         if arr.shape[:2] != (self.height, self.width):
-            import torch
-
             t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
             arr = self._resize_tensor(t)[0].clamp_(0, 1).numpy().transpose(1, 2, 0)
         return self._normalise(arr)
 
     def tensor(self, t) -> "Any":
         """A ``N×3×H×W`` torch tensor (uint8 or float 0..1) → normalised float32 tensor."""
-        import torch
-
         if t.dtype == torch.uint8:
             t = t.float() / 255.0
         else:
@@ -142,19 +132,10 @@ class Preprocess:
 
 
 def _is_pil(obj: Any) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        return False
     return isinstance(obj, Image.Image)
 
 
 def _is_tensor(obj: Any) -> bool:
-    mod = type(obj).__module__
-    if not mod.startswith("torch"):
-        return False
-    import torch
-
     return isinstance(obj, torch.Tensor)
 
 
@@ -207,7 +188,5 @@ class ImageFiles:
 
 def collate_files(batch):
     """Collate ``ImageFiles`` items into (tensor N×3×H×W, index list, error list)."""
-    import torch
-
     images = torch.from_numpy(np.stack([b[0] for b in batch]))
     return images, [b[1] for b in batch], [b[2] for b in batch]

@@ -38,6 +38,7 @@ import csv
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from muva.utils.io import atomic_write_text
 from muva.utils.errors import MuvaError
+from muva.utils.featurefiles import FeatureSet, iter_feature_shards, load_features, read_manifest
+from muva.utils.io import atomic_write_text
+from muva.utils.progress import progress_bar
 
 KINDS = ("flat", "ivf", "hnsw", "flat-sq8", "ivf-sq8", "hnsw-sq8")
 INDEX_FILE = "index.faiss"
@@ -60,7 +63,7 @@ class SearchError(MuvaError, ValueError):
 
 def _faiss():
     try:
-        import faiss
+        import faiss  # optional (muva[search]): only building, loading and saving an index need it
     except ImportError as exc:  # pragma: no cover - optional dependency
         raise SearchError("gallery search needs faiss: pip install 'muva[search]' (faiss-cpu)") from exc
     return faiss
@@ -90,16 +93,12 @@ def bytes_per_vector(factory: str, dim: int) -> float:
     f = factory.upper()
     code = dim if "SQ8" in f else (2 * dim if "SQFP16" in f else 4 * dim)
     if "PQ" in f:
-        import re
-
         m = re.search(r"PQ(\d+)", f)
         code = int(m.group(1)) if m else code
     extra = 0.0
     if f.startswith("IVF"):
         extra += 8  # stored id per vector
     if f.startswith("HNSW"):
-        import re
-
         m = int(re.match(r"HNSW(\d+)", f).group(1))  # type: ignore[union-attr]
         extra += 2 * m * 4 + 4 * m / max(m - 1, 1) + 12  # level-0 links, upper levels, level + offset
     return float(code + extra)
@@ -211,8 +210,6 @@ class GalleryIndex:
                 raise SearchError(f"{len(sample)} training vectors for {cells} IVF cells; lower --nlist")
             index.train(np.ascontiguousarray(sample, dtype=np.float32))
             del sample
-        from muva.utils.progress import progress_bar
-
         added = 0
         with progress_bar("indexing", total=total or n, disable=not progress) as advance:
             stream = chunk_list if chunk_list is not None else _chain(first, chunks_iter)
@@ -254,8 +251,6 @@ class GalleryIndex:
 
         ``split`` keeps only the rows of one split (e.g. ``gallery`` of a dataset).
         """
-        from muva.inference.features import FeatureSet, iter_feature_shards, load_features, read_manifest
-
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir() and split is None:
             folder = Path(source)
             manifest = read_manifest(folder)

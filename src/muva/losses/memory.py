@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from muva.utils.distributed import all_gather_tensor
+
 
 class ClusterMemory(nn.Module):
     """Identity-centroid memory with momentum ``μ`` (0.2) and temperature ``T`` (0.01)."""
@@ -68,8 +70,6 @@ class ClusterMemory(nn.Module):
         x = F.normalize(features.float(), dim=1)
         targets = targets.long()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            from muva.utils.distributed import all_gather_tensor
-
             x = all_gather_tensor(x)
             targets = all_gather_tensor(targets)
         memory = self.memory.clone()

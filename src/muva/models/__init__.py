@@ -13,9 +13,10 @@ open_clip on first use.
 from __future__ import annotations
 
 
+from muva.config import apply_overrides
 from muva.models.config import ClipArch, ModelConfig, tiny_config
-from muva.utils.lazy import lazy_exports
 from muva.registry import Registry
+from muva.utils.lazy import lazy_exports
 
 __all__ = [
     "ClipArch",
@@ -27,7 +28,8 @@ __all__ = [
     "build_model",
     "save_model",
     "load_model",
-    "read_model_meta",
+    "read_model_info",
+    "ModelInfo",
     "ModelFileError",
     "WeightsUnavailableError",
     "CheckpointMismatchError",
@@ -40,7 +42,8 @@ _LAZY = {
     "IDENTITY_KEYS": "muva.models.muva",
     "save_model": "muva.models.io",
     "load_model": "muva.models.io",
-    "read_model_meta": "muva.models.io",
+    "read_model_info": "muva.models.io",
+    "ModelInfo": "muva.models.meta",
     "ModelFileError": "muva.models.io",
     "WeightsUnavailableError": "muva.models.clip_loading",
     "CheckpointMismatchError": "muva.models.clip_loading",
@@ -70,6 +73,4 @@ MODELS.add("tiny", tiny_config)
 
 def preset_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> ModelConfig:
     """A preset (``muva-vitb16``, ``clipreid-vitb16``, ``tiny``) with ``key=value`` overrides applied."""
-    from muva.config import apply_overrides
-
     return apply_overrides(ModelConfig, MODELS.get(name)(), overrides)

@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
+from open_clip.model import CLIP
+from open_clip.model import resize_pos_embed as resize_clip_pos_embed
+from open_clip.pretrained import get_pretrained_cfg
+from safetensors.torch import load_file as load_safetensors
 
 from muva.config import ConfigError
 from muva.models.config import ModelConfig
@@ -68,8 +73,6 @@ class LoadReport:
 # ----------------------------------------------------------------------------- architecture
 def resolve_clip_config(cfg: ModelConfig, quick_gelu: bool) -> dict[str, Any]:
     """open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) with ``cfg.arch`` applied."""
-    import open_clip
-
     name = cfg.backbone_name
     base = open_clip.get_model_config(name)
     if base is None:
@@ -102,8 +105,6 @@ def resolve_clip_config(cfg: ModelConfig, quick_gelu: bool) -> dict[str, Any]:
 
 
 def _new_clip(cfg: ModelConfig, quick_gelu: bool) -> torch.nn.Module:
-    from open_clip.model import CLIP
-
     mc = resolve_clip_config(cfg, quick_gelu)
     model = CLIP(**mc)
     return model.float()
@@ -127,15 +128,13 @@ def read_clip_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str
         )
     fmt = "state-dict"
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        from muva.models.io import weights_file_problem
+        from muva.models.io import weights_file_problem  # lazy: muva.models.io imports this module (cycle)
 
         problem = weights_file_problem(path)
         if problem:
             raise _unreadable(path, problem)
         try:
-            obj: Any = load_file(str(path), device="cpu")
+            obj: Any = load_safetensors(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
             raise _unreadable(path, f"corrupt ({str(exc)[:200]})") from exc
         fmt = "safetensors"
@@ -150,7 +149,7 @@ def read_clip_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str
             try:
                 obj = torch.load(str(path), map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001 - any unpickling problem becomes one message
-                from muva.models.io import weights_file_problem
+                from muva.models.io import weights_file_problem  # lazy: muva.models.io imports this module (cycle)
 
                 cause = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 raise _unreadable(path, f"{weights_file_problem(path) or 'unreadable'} ({cause})") from exc
@@ -179,15 +178,13 @@ def load_clip_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
     fp16 tensors are cast to the model's dtype; the visual position embedding is resized
     (bicubic) when the checkpoint's grid differs. Returns the number of tensors loaded.
     """
-    from open_clip.model import resize_pos_embed
-
     target = model.state_dict()
     sd = dict(state_dict)
     if "logit_scale" in sd and "logit_scale" in target and sd["logit_scale"].ndim != target["logit_scale"].ndim:
         sd["logit_scale"] = sd["logit_scale"].reshape(target["logit_scale"].shape)
     if "logit_bias" not in target:
         sd.pop("logit_bias", None)
-    resize_pos_embed(sd, model)
+    resize_clip_pos_embed(sd, model)
     missing = [k for k in target if k not in sd]
     unexpected = [k for k in sd if k not in target]
     wrong = [
@@ -213,9 +210,7 @@ def load_clip_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
 
 
 def _unobtainable(name: str, spec: str, problem: str, cache_dir: str | None) -> WeightsUnavailableError:
-    from open_clip.pretrained import get_pretrained_cfg
-
-    from muva.models.io import hub_cache_dir, hub_files, url_cache_file
+    from muva.models.io import hub_cache_dir, hub_files, url_cache_file  # lazy: muva.models.io imports this module (cycle)
 
     pc = get_pretrained_cfg(name, spec.lower()) or {}
     looked, fixes = [], []
@@ -246,10 +241,7 @@ def ensure_weights_obtainable(cfg: ModelConfig) -> tuple[str, Path | None]:
     """
     if not cfg.uses_pretrained:
         return "none", None
-    import open_clip
-    from open_clip.pretrained import get_pretrained_cfg
-
-    from muva.models.io import cached_clip_file, uses_hub
+    from muva.models.io import cached_clip_file, uses_hub  # lazy: muva.models.io imports this module (cycle)
 
     name, spec = cfg.backbone_name, str(cfg.pretrained).strip()
     path = Path(spec).expanduser()
@@ -281,8 +273,6 @@ def ensure_weights_obtainable(cfg: ModelConfig) -> tuple[str, Path | None]:
 
 # ----------------------------------------------------------------------------- entry point
 def _expected_files(name: str, tag: str) -> str:
-    from open_clip.pretrained import get_pretrained_cfg
-
     pc = get_pretrained_cfg(name, tag) or {}
     where = []
     if pc.get("url"):
@@ -300,9 +290,6 @@ def build_clip(cfg: ModelConfig, *, load_weights: bool = True) -> tuple[torch.nn
     overwrite every tensor anyway).  Weights that are neither local nor downloadable raise
     :class:`WeightsUnavailableError` at once (see :func:`ensure_weights_obtainable`).
     """
-    import open_clip
-    from open_clip.pretrained import get_pretrained_cfg
-
     name = cfg.backbone_name
     spec = str(cfg.pretrained).strip()
     resolve_clip_config(cfg, True)  # unknown backbone / bad arch overrides fail here, before any download

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from muva.utils.errors import MuvaError, UsageError
+
 model_app = typer.Typer(help="Inspect MUVA / CLIP-ReID model configs and CLIP weight files.", no_args_is_help=True)
 
 
@@ -22,25 +24,25 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from muva.config import ConfigError, apply_overrides, load_config
+    from muva.config import apply_overrides, load_config
     from muva.models import MODELS, ModelConfig
-    from muva.utils.console import fail
 
     try:
         if config is not None:
             cfg = load_config(ModelConfig, config, overrides or [])
         else:
             cfg = apply_overrides(ModelConfig, MODELS.get(preset)(), overrides or [])
-    except (ConfigError, KeyError) as exc:
-        raise fail(str(exc).strip('"'))
+    except KeyError as exc:  # an unknown --preset (str() of a plain KeyError is quoted: use its message)
+        raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from exc
 
     from muva.models import build_model
-    from muva.models.clip_loading import CheckpointMismatchError, WeightsUnavailableError
 
     try:
         model = build_model(cfg, classes, load_weights=weights)
-    except (WeightsUnavailableError, CheckpointMismatchError, ValueError) as exc:
-        raise fail(str(exc))
+    except MuvaError:  # weights that cannot be had, a checkpoint that does not fit: reported by the command line
+        raise
+    except ValueError as exc:  # settings the model cannot be built with (e.g. a stride above the patch size)
+        raise UsageError(str(exc)) from exc
     console = Console()
     t = Table(title=f"{cfg.backbone} · {'MUVA' if cfg.parts else 'CLIP-ReID global baseline'}", show_header=False)
     rep = model.load_report

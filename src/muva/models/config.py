@@ -25,7 +25,7 @@ from typing import Literal, Optional
 #: test-time resize filters (``test_interpolation``); training's is ``data.transforms.interpolation``.
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
-from muva.data.parts import DEFAULT_PARTS, check_parts
+from muva.data.parts import DEFAULT_PARTS, PART_PHRASES, check_parts
 
 __all__ = ["ClipArch", "ModelConfig", "tiny_config", "NO_WEIGHTS", "LEGACY_MODEL_DEFAULTS"]
 
@@ -155,8 +155,6 @@ class ModelConfig:
 
     def templates(self) -> list[str]:
         """The prompt of every granularity with the context placeholder written as ``X X X X``."""
-        from muva.data.parts import PART_PHRASES
-
         ctx = " ".join(["X"] * self.n_ctx)
         out = [self.global_template.format(ctx=ctx)]
         out += [self.part_template.format(ctx=ctx, part=PART_PHRASES[p]) for p in self.parts]

@@ -2,11 +2,13 @@
 
     save_model(model, "runs/x/model.safetensors")   # writes model.safetensors + model.json
     model = load_model("runs/x/model.safetensors")  # inference: prompts/classifier skipped
+    info = read_model_info("runs/x/model.safetensors")  # the ModelInfo of model.json, no weights read
 
 ``path`` may name the ``.safetensors`` file, the ``.json`` file, or a directory holding
 ``model.safetensors``.  Loading with ``num_classes=None`` (inference on another dataset)
 skips the identity-dependent tensors (``prompts.ctx``, ``classifier.fc.weight``) and
-says so; loading with the saved identity count restores everything.
+says so; loading with the saved identity count restores everything.  ``model.json`` is
+the :class:`~muva.models.meta.ModelInfo` of the model (:meth:`~muva.models.meta.ModelInfo.to_saved`).
 
 A truncated or corrupt file is a :class:`ModelFileError` naming the file and what is wrong
 (:func:`safetensors_problem` reads only the header and the size).  The module also checks
@@ -16,28 +18,26 @@ open_clip already downloaded (:func:`cached_clip_file`), without reading any ten
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file as read_safetensors, save as safetensors_bytes
 
-from muva._version import __version__
-from muva.config import from_dict, to_dict
-from muva.models.config import LEGACY_MODEL_DEFAULTS, ModelConfig
+from muva.models.meta import FORMAT, ModelInfo
 from muva.models.muva import IDENTITY_KEYS, MuvaModel, build_model
+from muva.utils.errors import MuvaError
 from muva.utils.io import atomic_write, atomic_write_text
 from muva.utils.tensorfiles import safetensors_problem  # re-exported
-from muva.utils.errors import MuvaError
 
-__all__ = ["save_model", "load_model", "model_paths", "read_model_meta", "ModelFileError", "FORMAT",
+__all__ = ["save_model", "load_model", "model_paths", "read_model_info", "ModelFileError",
            "safetensors_problem", "weights_file_problem", "cached_clip_file"]
 
 log = logging.getLogger("muva.models")
-
-FORMAT = "muva-model"
-FORMAT_VERSION = 1
 
 
 class ModelFileError(MuvaError, RuntimeError):
@@ -58,8 +58,6 @@ def weights_file_problem(path: str | Path) -> str | None:
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     if head[:2] == b"PK":  # torch.save / TorchScript archives are zip files with their directory at the end
-        import zipfile
-
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
@@ -93,13 +91,11 @@ def hub_files(hub: str) -> tuple[str, list[str]]:
 
 def uses_hub(pc: dict) -> bool:
     """Whether open_clip takes this pretrained config from the Hugging Face hub (else from its URL)."""
-    import importlib.util
-
     return bool(pc.get("hf_hub")) and importlib.util.find_spec("huggingface_hub") is not None
 
 
 def hub_cache_dir() -> str:
-    from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub.constants import HF_HUB_CACHE  # optional: present when open_clip uses the hub (uses_hub)
 
     return str(HF_HUB_CACHE)
 
@@ -112,11 +108,11 @@ def url_cache_file(pc: dict, cache_dir: str | None) -> Path:
 def cached_clip_file(name: str, tag: str, cache_dir: str | None = None) -> tuple[str, Path] | None:
     """The weights of an open_clip tag already on disk: ``("hub", path)`` in the Hugging Face cache,
     ``("url", path)`` for the release file in open_clip's download folder, or None."""
-    from open_clip.pretrained import get_pretrained_cfg
+    from open_clip.pretrained import get_pretrained_cfg  # slow to import, and only this look-up needs it
 
     pc = get_pretrained_cfg(name, tag) or {}
     if uses_hub(pc):
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # optional: uses_hub says it is installed
 
         repo, names = hub_files(pc["hf_hub"])
         for filename in names:
@@ -143,38 +139,28 @@ def save_model(model: MuvaModel, path: str | Path, *, include_text: bool = True,
     """Write ``model`` as safetensors + JSON; returns the ``.safetensors`` path.
 
     ``include_text=False`` leaves out CLIP's text tower (≈ 63 M parameters for ViT-B/16),
-    enough for inference; such a file cannot train prompts again.
+    enough for inference; such a file cannot train prompts again.  ``extra`` (JSON-ready)
+    is stored in ``model.json`` and comes back as :attr:`ModelInfo.extra` of
+    :func:`read_model_info`.
     """
-    from safetensors.torch import save
-
     weights, meta_path = model_paths(path)
     state = {}
     for k, v in model.state_dict().items():
         if not include_text and k.startswith("text."):
             continue
         state[k] = v.detach().to("cpu").contiguous().clone()
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "muva_version": __version__,
-        "num_classes": model.num_classes,
-        "parts": list(model.parts),
-        "grid": list(model.grid),
-        "feature_dim": model.feature_dim,
-        "num_layers": model.num_layers,
-        "include_text": include_text,
-        "config": to_dict(model.cfg),
-        "extra": extra or {},
-    }
+    info = ModelInfo.of(model)
+    info.include_text = include_text
+    info.extra = extra or {}
     with atomic_write(weights, "wb") as fh:
-        fh.write(save(state, metadata={"format": FORMAT}))
-    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+        fh.write(safetensors_bytes(state, metadata={"format": FORMAT}))
+    atomic_write_text(meta_path, json.dumps(info.to_saved(), indent=2) + "\n")
     return weights
 
 
-def read_model_meta(path: str | Path) -> dict:
-    """The JSON metadata of a saved model (config, identities, parts, grid)."""
-    weights, meta_path = model_paths(path)
+def read_model_info(path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` of a saved model (its ``model.json``: config, identities, parts, grid)."""
+    _, meta_path = model_paths(path)
     if not meta_path.is_file():
         raise ModelFileError(f"{meta_path} not found: a muva model is a .safetensors file with a .json beside it (written by save_model)")
     try:
@@ -184,7 +170,9 @@ def read_model_meta(path: str | Path) -> dict:
     fmt = meta.get("format") if isinstance(meta, dict) else None
     if fmt != FORMAT:
         raise ModelFileError(f"{meta_path} is not a muva model description (format={fmt!r})")
-    return meta
+    if not isinstance(meta.get("config"), dict):
+        raise _corrupt(meta_path, "the JSON description has no model config")
+    return ModelInfo.from_saved(meta)
 
 
 def load_model(path: str | Path, num_classes: int | None = None, device: str | torch.device = "cpu", *, strict: bool = True) -> MuvaModel:
@@ -195,25 +183,17 @@ def load_model(path: str | Path, num_classes: int | None = None, device: str | t
     a different count builds fresh ones (logged).  CLIP weights are never downloaded:
     everything comes from the file.
     """
-    from safetensors.torch import load_file
-
-    weights, meta_path = model_paths(path)
-    meta = read_model_meta(path)
+    weights, _ = model_paths(path)
+    info = read_model_info(path)
     if not weights.is_file():
         raise ModelFileError(f"{weights} not found (the weights that go with the .json)")
-    if not isinstance(meta.get("config"), dict):
-        raise _corrupt(meta_path, "the JSON description has no model config")
-    saved_cfg = dict(meta["config"])
-    # a file written before an option existed was built the old way: keep it that way
-    saved_cfg.update({k: v for k, v in LEGACY_MODEL_DEFAULTS.items() if k not in saved_cfg})
-    cfg = from_dict(ModelConfig, saved_cfg)
-    saved_classes = int(meta.get("num_classes", 0))
+    saved_classes = info.num_classes
     problem = safetensors_problem(weights)
     if problem:
         raise _corrupt(weights, problem)
-    model = build_model(cfg, num_classes=num_classes or 0, load_weights=False)
+    model = build_model(info.config, num_classes=num_classes or 0, load_weights=False)
     try:
-        state = load_file(str(weights), device="cpu")
+        state = read_safetensors(str(weights), device="cpu")
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
         raise _corrupt(weights, f"corrupt ({str(exc)[:200]})") from None
     skip = [k for k in IDENTITY_KEYS if k in state and (num_classes is None or num_classes != saved_classes)]
@@ -227,7 +207,7 @@ def load_model(path: str | Path, num_classes: int | None = None, device: str | t
     for k in [k for k in state if k.startswith("visual.mask_predictors.") and k.endswith(".k_proj.bias")]:
         state.pop(k)
     own = model.state_dict()
-    missing = [k for k in own if k not in state and not (k.startswith("text.") and not meta.get("include_text", True))]
+    missing = [k for k in own if k not in state and not (k.startswith("text.") and not info.include_text)]
     missing = [k for k in missing if not (k in IDENTITY_KEYS and skip)]
     unexpected = [k for k in state if k not in own]
     if strict and (missing or unexpected):
@@ -235,7 +215,7 @@ def load_model(path: str | Path, num_classes: int | None = None, device: str | t
             f"{weights} does not match its config: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
-    if not meta.get("include_text", True):
+    if not info.include_text:
         log.info("load_model: %s was saved without the text tower; text features are unavailable", weights)
     with torch.no_grad():
         for k, v in state.items():

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from muva.models.config import ModelConfig
 from muva.models.heads import BNNeck, IdentityClassifier
 from muva.models.prompts import PromptLearner, TextEncoder, get_tokenizer
 from muva.models.vit import MuvaVisionEncoder
+from muva.utils.progress import track
 
 __all__ = ["MuvaModel", "build_model", "IDENTITY_KEYS"]
 
@@ -199,8 +201,6 @@ class MuvaModel(nn.Module):
     @torch.no_grad()
     def text_features(self, chunk_size: int | None = None, device: torch.device | str | None = None, progress: bool = True) -> torch.Tensor:
         """Text features of every identity (N×feature_dim), computed in chunks without gradients."""
-        from muva.utils.progress import track
-
         prompts = self._require_prompts()
         chunk = int(chunk_size or self.cfg.text_chunk_size)
         dev = prompts.ctx.device
@@ -254,8 +254,6 @@ def build_model(
         device: move the model there.
     """
     if num_cameras is not None:
-        from dataclasses import replace
-
         cfg = replace(cfg, num_cameras=int(num_cameras))
     clip, report = build_clip(cfg, load_weights=load_weights)
     model = MuvaModel(cfg, clip, num_classes or 0, load_report=report)

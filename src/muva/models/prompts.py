@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 
+import open_clip
 import torch
+from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
 __all__ = ["TextEncoder", "PromptLearner", "get_tokenizer", "find_placeholder"]
@@ -28,14 +30,10 @@ log = logging.getLogger("muva.models")
 
 def get_tokenizer(backbone: str, context_length: int):
     """open_clip's tokenizer for ``backbone``; falls back to the bundled SimpleTokenizer vocabulary."""
-    import open_clip
-
     try:
         return open_clip.get_tokenizer(backbone, context_length=context_length)
     except Exception as exc:  # noqa: BLE001 - e.g. a hub tokenizer offline
         log.warning("open_clip.get_tokenizer(%s) failed (%s); using the bundled SimpleTokenizer", backbone, exc)
-        from open_clip.tokenizer import SimpleTokenizer
-
         return SimpleTokenizer(context_length=context_length)
 
 

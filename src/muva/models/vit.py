@@ -27,16 +27,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from muva.models.masking import MaskPredictor, build_attention_mask, part_patch_gate, pseudo_gate
+from muva.utils.geometry import patch_grid
 
-__all__ = ["MuvaVisionEncoder", "VisionOutput", "resize_pos_embed", "patch_grid"]
-
-
-def patch_grid(input_size: tuple[int, int], patch: int, stride: int) -> tuple[int, int]:
-    """(rows, cols) of ``patch``-pixel patches taken every ``stride`` pixels of an H×W input."""
-    h, w = input_size
-    if h < patch or w < patch:
-        raise ValueError(f"input_size {input_size} is smaller than the patch size {patch}")
-    return (h - patch) // stride + 1, (w - patch) // stride + 1
+__all__ = ["MuvaVisionEncoder", "VisionOutput", "resize_pos_embed"]
 
 
 #: ``model.pos_embed_interpolation`` → ``F.interpolate`` arguments.
@@ -135,7 +128,7 @@ class MuvaVisionEncoder(nn.Module):
             raise ValueError(f"stride {self.stride} is larger than the patch size {self.patch_size}; patches would skip pixels")
         vit.conv1.stride = (self.stride, self.stride)
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.grid = patch_grid(self.input_size, self.patch_size, self.stride)
+        self.grid = patch_grid(self.input_size, stride=self.stride, patch=self.patch_size)
         self.num_patches = self.grid[0] * self.grid[1]
         old_grid = tuple(int(g) for g in vit.grid_size)
         with torch.no_grad():

@@ -13,7 +13,7 @@ where library callers may already catch that.
 
 from __future__ import annotations
 
-__all__ = ["MuvaError", "RunInterrupted", "EXIT_USAGE", "EXIT_FAILURE", "EXIT_INTERRUPTED"]
+__all__ = ["MuvaError", "UsageError", "RunInterrupted", "EXIT_USAGE", "EXIT_FAILURE", "EXIT_INTERRUPTED"]
 
 EXIT_FAILURE = 1  # the work ran and failed (e.g. a numeric check did not hold)
 EXIT_USAGE = 2  # bad input: config, paths, data, model files
@@ -25,12 +25,19 @@ class MuvaError(Exception):
 
     exit_code: int = EXIT_USAGE
 
-    def __str__(self) -> str:  # KeyError-style quoting never reaches users
-        text = super().__str__()
-        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "'" and isinstance(self, KeyError) else text
+    def __str__(self) -> str:  # KeyError-style quoting (repr of the message) never reaches users
+        if isinstance(self, KeyError) and len(self.args) == 1 and isinstance(self.args[0], str):
+            return self.args[0]
+        return super().__str__()
 
 
 class RunInterrupted(MuvaError):
     """A long job stopped by SIGINT/SIGTERM after saving its state; the message says how to resume."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class UsageError(MuvaError, ValueError):
+    """A command-line value that cannot be used (a bad flag value, flags that exclude each other).
+
+    Command modules raise it like any other error; the command line reports it once."""

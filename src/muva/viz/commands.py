@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from muva.utils.errors import MuvaError, UsageError
+
 viz_app = typer.Typer(help="Visualise ranked lists and part masks.", no_args_is_help=True)
 
 
@@ -30,14 +32,13 @@ def ranks(
     """
     from rich.console import Console
 
-    from muva.utils.console import fail
-    from muva.utils.featurefiles import FeatureFileError, load_features
+    from muva.utils.featurefiles import load_features
     from muva.viz.ranks import RankLayout, visualize_ranks
 
     try:
         h, w = (int(v) for v in cell.lower().split("x"))
     except ValueError:
-        raise fail(f"--cell must look like 128x64, not {cell!r}")
+        raise UsageError(f"--cell must look like 128x64, not {cell!r}") from None
     try:
         fs = load_features(features)
         q = fs.split(query_split) if query_split else fs
@@ -47,8 +48,8 @@ def ranks(
         else:
             g = fs.split(gallery_split) if gallery_split else fs
         res = visualize_ranks(q, g, out, topk=topk, num=num, names=query or None, seed=seed, layout=RankLayout(cell_w=w, cell_h=h))
-    except (FeatureFileError, KeyError) as exc:
-        raise fail(str(exc).strip('"'))
+    except KeyError as exc:  # a --query / split name that is not there; str() of a KeyError is quoted
+        raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from exc
     Console(stderr=True).print(f"{len(res['pngs'])} ranked lists → {out} (open {res['html']}); rank-1 correct on {res['rank1_shown']:.0%} of them")
 
 
@@ -70,9 +71,8 @@ def masks(
     from rich.console import Console
 
     from muva.inference.commands import _expand_images
-    from muva.inference.extractor import FeatureExtractor, InferenceError
-    from muva.utils.console import fail
-    from muva.viz.masks import MaskLayout, read_parts_jsonl, visualize_masks
+    from muva.inference.extractor import FeatureExtractor
+    from muva.viz.masks import MaskLayout, masks_from_parts_file, visualize_masks
 
     try:
         paths = _expand_images(list(images))
@@ -85,14 +85,16 @@ def masks(
             stride = int(fx.info.extra.get("stride") or fx.input_size[0] // max(fx.grid[0], 1))
             patch = fx.info.extra.get("patch")
             if pseudo.suffix == ".jsonl":
-                pseudo_masks = read_parts_jsonl(pseudo, fx.parts, fx.input_size, stride, patch)
+                pseudo_masks = masks_from_parts_file(pseudo, fx.parts, fx.input_size, stride, patch)
             else:
                 from muva.grounding.masks import load_pseudo_masks
 
                 pseudo_masks = load_pseudo_masks(paths, pseudo, fx.parts, fx.input_size, stride, patch=patch, missing="skip")
         written = visualize_masks(fx, paths, out, layers=layers, pseudo=pseudo_masks, soft=soft, layout=MaskLayout(scale=scale))
-    except (InferenceError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        raise fail(str(exc))
+    except MuvaError:  # a model file the extractor cannot use, a missing cache, ...: reported by the command line
+        raise
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # e.g. a missing image, a bad --layers value
+        raise UsageError(str(exc)) from exc
     Console(stderr=True).print(f"{len(written)} mask panels → {out}")
 
 

@@ -20,6 +20,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from muva.config import apply_overrides, load_config
+from muva.data.datasets import open_dataset
+from muva.data.parts import get_part
+from muva.data.synth import SynthConfig, generate
+from muva.engine.config import ExperimentConfig
+from muva.evaluation.tables import ResultTable
+from muva.grounding.experts import build_expert
+from muva.grounding.experts.pose import find_pose_model
+from muva.grounding.run import ImageSet, ground_images, parts_to_ground
+from muva.viz.report import (loss_curves_svg, mask_image, metrics_table_html, png_data_uri, ranked_list_image,
+                             write_report)
+
 __all__ = ["run_demo", "DEMO_CONFIG", "demo_configs"]
 
 REPO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
@@ -27,8 +39,8 @@ REPO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
 #: The built-in demo configuration (configs/demo.yaml holds the same; a test checks it).
 DEMO_CONFIG = {
     "name": "demo-muva", "seed": 1234, "device": "cpu", "amp": "none",
-    "data": {"batch_size": 32, "num_instances": 4, "num_workers": 1, "eval_batch_size": 128, "check_images": False,
-             "grounding_missing": "prior"},
+    "data": {"batch_size": 32, "num_instances": 4, "num_workers": 1, "eval_batch_size": 128, "check_images": False},
+    "grounding": {"missing": "prior"},
     "model": {"backbone": "ViT-B-16", "pretrained": "none", "quick_gelu": True,
               "arch": {"embed_dim": 64, "image_size": 64, "patch_size": 16, "vision_width": 96, "vision_layers": 3,
                        "vision_heads": 4, "text_width": 32, "text_layers": 1, "text_heads": 2, "context_length": 32},
@@ -47,7 +59,6 @@ def _pick_expert() -> str:
     try:
         import ai_edge_litert  # noqa: F401
 
-        from muva.grounding.experts.pose import find_pose_model
 
         find_pose_model(download=False)
         return "pose"
@@ -56,35 +67,39 @@ def _pick_expert() -> str:
 
 
 def demo_configs(out: Path, config: Path | None, overrides: Sequence[str], sources: list[str], target: str,
-                 caches: dict[str, str]):
-    """``(muva_cfg, baseline_cfg)`` for the demo run folder ``out``."""
-    from muva.config import apply_overrides, load_config
-    from muva.engine.config import ExperimentConfig
+                 expert: str):
+    """``(muva_cfg, baseline_cfg)`` for the demo run folder ``out``; the sources' grounding
+    caches are ``<out>/grounding/<domain>_<expert>.sqlite``."""
 
     base = load_config(ExperimentConfig, config, overrides) if config else apply_overrides(ExperimentConfig, DEMO_CONFIG, overrides)
-    data = replace(base.data, sources=sources, targets=[target], grounding={**base.data.grounding, **caches})
-    muva = replace(base, data=data, output=replace(base.output, dir=str(out / "muva")))
+    caches = {s: str(out / "grounding" / f"{Path(s).name}_{expert}.sqlite") for s in sources}
+    options = base.grounding.options if base.grounding.expert == expert else {}  # options of another expert do not apply
+    grounding = replace(base.grounding, expert=expert, options=options, caches={**base.grounding.caches, **caches})
+    data = replace(base.data, sources=sources, targets=[target])
+    muva = replace(base, data=data, grounding=grounding, output=replace(base.output, dir=str(out / "muva")))
     baseline = replace(muva, name="demo-global", model=replace(muva.model, parts=[]),
-                       stage2=replace(muva.stage2, weights=replace(muva.stage2.weights, mask=0.0)),
+                       stage2=replace(muva.stage2, weights={**muva.stage2.weights, "mask": 0.0}),
                        output=replace(muva.output, dir=str(out / "global")))
     return muva, baseline
 
 
-def _ground(domain: Path, cache: Path, expert_name: str, console) -> None:
-    from muva.data.datasets import open_dataset
-    from muva.grounding.experts import build_expert
-    from muva.grounding.run import ImageSet, ground_images
+def _ground(domain: Path, cache: Path, expert_name: str, parts: Sequence[str], options: dict, console) -> None:
+    """Ground the training images of ``domain`` into ``cache`` with the parts the model trains on."""
 
     ds = open_dataset(str(domain))
     images = ImageSet(ds.name, Path(ds.root).resolve(), [str(Path(r.path).resolve()) for r in ds.train])
-    summary = ground_images(images, build_expert(expert_name), cache, progress=True)
-    console.print(f"grounded {domain.name} with {expert_name}: {summary.processed} new, {summary.already_done} cached "
-                  f"({summary.unreadable} unusable)")
+    expert = build_expert(expert_name, parts=parts_to_ground(parts, cache), **options)
+    try:
+        summary = ground_images(images, expert, cache, progress=True)
+    finally:
+        expert.close()
+    console.print(f"grounded {domain.name} with {expert_name} ({', '.join(expert.parts)}): {summary.processed} new, "
+                  f"{summary.already_done} cached ({summary.unreadable} unusable)")
 
 
 def _run(cfg, console):
     """Train (or reuse a finished run) and return ``(Experiment, results)``."""
-    from muva.engine.run import Experiment
+    from muva.engine.run import Experiment  # loads torch: only after run_demo has set OMP_WAIT_POLICY
 
     exp = Experiment(cfg, resume=True, console=console)
     results = exp.run()
@@ -102,7 +117,6 @@ def run_demo(out: str | Path = "runs/demo", config: str | Path | None = None, ov
     import torch
     from rich.console import Console
 
-    from muva.data.synth import SynthConfig, generate
 
     console = console or Console()
     t0 = time.time()
@@ -118,28 +132,24 @@ def run_demo(out: str | Path = "runs/demo", config: str | Path | None = None, ov
     sources, target = domains[:-1], domains[-1]
     console.rule("[bold]2/5 grounding (pseudo part masks)")
     expert = _pick_expert()
-    caches = {}
-    for d in sources:
-        cache = out / "grounding" / f"{d.name}_{expert}.sqlite"
-        _ground(d, cache, expert, console)
-        caches[str(d)] = str(cache)
     muva_cfg, base_cfg = demo_configs(out, Path(config) if config else None, overrides,
-                                      [str(d) for d in sources], str(target), caches)
+                                      [str(d) for d in sources], str(target), expert)
+    for d in sources:
+        _ground(d, Path(muva_cfg.grounding.caches[str(d)]), expert, muva_cfg.model.parts, muva_cfg.grounding.options, console)
     console.rule("[bold]3/5 training MUVA (parts + masks)")
     muva_exp, muva_res = _run(muva_cfg, console)
     console.rule("[bold]4/5 training the global baseline (no parts)")
     _, base_res = _run(base_cfg, console)
     console.rule("[bold]5/5 untrained model, report")
-    from muva.engine.evaluate import evaluate_model
-    from muva.engine.run import set_seed
-    from muva.models import build_model
+    from muva.engine.evaluate import evaluate_model  # loads torch: only after run_demo has set OMP_WAIT_POLICY
+    from muva.engine.run import set_seed  # loads torch: only after run_demo has set OMP_WAIT_POLICY
+    from muva.models import build_model  # loads torch: only after run_demo has set OMP_WAIT_POLICY
 
     set_seed(muva_cfg.seed)
     untrained = build_model(muva_exp.model.cfg, muva_exp.train.num_classes)
     unt_res = evaluate_model(untrained, muva_exp.targets, muva_exp.eval_tf, muva_cfg, muva_exp.dist, None)
     name = muva_exp.targets[0][0]
     results = {"untrained": unt_res[name], "global baseline": base_res[name], "MUVA": muva_res[name]}
-    from muva.evaluation.tables import ResultTable
 
     table = ResultTable(rows=[(k, {name: v}) for k, v in results.items()], targets=[name])
     table.write(out, "results")
@@ -153,11 +163,8 @@ def _write_demo_report(out: Path, exp, results: dict, expert: str, seconds: floa
     import numpy as np
     import torch
 
-    from muva.data.parts import get_part
-    from muva.engine.evaluate import target_features
-    from muva.engine.logging import read_metrics
-    from muva.viz.report import (loss_curves_svg, mask_image, metrics_table_html, png_data_uri, ranked_list_image,
-                                    write_report)
+    from muva.engine.evaluate import target_features  # loads torch: only after run_demo has set OMP_WAIT_POLICY
+    from muva.engine.logging import read_metrics  # loads torch: only after run_demo has set OMP_WAIT_POLICY
 
     name, splits = exp.targets[0]
     rows = [(k, {"mAP": 100 * r.mAP, "Rank-1": 100 * r.rank1, "Rank-5": 100 * r.rank5, "mINP": 100 * r.mINP})

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import os
 from functools import lru_cache
+
+from PIL import Image, ImageDraw, ImageFont
 
 GREEN = (0, 170, 0)
 RED = (220, 0, 0)
@@ -18,8 +21,6 @@ BLACK = (0, 0, 0)
 @lru_cache(maxsize=8)
 def font(size: int = 10):
     """PIL's bundled font at ``size`` pixels (a bitmap font when FreeType is unavailable)."""
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # pragma: no cover - Pillow < 10.1
@@ -48,8 +49,6 @@ def fit_text(text: str, width: float, size: int = 10) -> str:
 
 def thumbnail(path: str, size: tuple[int, int]):
     """Image at ``path`` resized to ``size`` = (W, H); a grey tile saying why when unreadable."""
-    from PIL import Image, ImageDraw
-
     try:
         with Image.open(path) as im:
             return im.convert("RGB").resize(size, Image.BICUBIC)
@@ -63,8 +62,6 @@ def thumbnail(path: str, size: tuple[int, int]):
 
 def framed(image, border: int, colour):
     """``image`` with a solid ``border``-pixel frame of ``colour`` around it."""
-    from PIL import Image
-
     out = Image.new("RGB", (image.width + 2 * border, image.height + 2 * border), colour)
     out.paste(image, (border, border))
     return out
@@ -77,8 +74,6 @@ def png_data_uri(image) -> str:
 
 
 def html_escape(text: str) -> str:
-    import html
-
     return html.escape(str(text), quote=True)
 
 

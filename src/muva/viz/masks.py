@@ -23,8 +23,11 @@ from types import MappingProxyType
 from typing import Mapping, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from muva.data.parts import PARTS
+from muva.data.synth.parts_file import read_parts_jsonl
+from muva.grounding.masks import boxes_to_patch_masks
 from muva.utils import draw as mask_draw
 from muva.viz import draw
 
@@ -103,8 +106,6 @@ def mask_panel(
 
     ``predicted`` is ``[layers, R, L]`` probabilities; ``pseudo`` is ``[R, L]``.
     """
-    from PIL import Image, ImageDraw
-
     h, w = input_size
     s = layout.scale
     shown = Image.fromarray(np.asarray(image.convert("RGB").resize((w, h), Image.BICUBIC))).resize((w * s, h * s), Image.NEAREST)
@@ -136,24 +137,18 @@ def mask_panel(
     return canvas
 
 
-def read_parts_jsonl(path: str | Path, parts: Sequence[str], input_size: tuple[int, int], stride: int, patch: int | None = None) -> dict[str, np.ndarray]:
+def masks_from_parts_file(path: str | Path, parts: Sequence[str], input_size: tuple[int, int], stride: int,
+                          patch: int | None = None) -> dict[str, np.ndarray]:
     """Pseudo masks from a synthetic domain's ``parts.jsonl``: file name → ``bool [R, L]``.
 
-    Keys are both the ``<split>/<file>`` path in the file and the bare file name.
+    The file is read by :func:`muva.data.synth.parts_file.read_parts_jsonl` (a bad line is an
+    error naming it); keys are both the ``<split>/<file>`` path in the file and the bare file name.
     """
-    import json
-
-    from muva.grounding.masks import boxes_to_patch_masks
-
     out: dict[str, np.ndarray] = {}
-    with open(path) as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            obj = json.loads(line)
-            m = boxes_to_patch_masks(obj["boxes"], (obj["width"], obj["height"]), input_size, stride, parts, patch=patch)
-            out[obj["path"]] = m
-            out[draw.basename(obj["path"])] = m
+    for rec in read_parts_jsonl(path):
+        m = boxes_to_patch_masks(rec.boxes, (rec.width, rec.height), input_size, stride, parts, patch=patch)
+        out[rec.path] = m
+        out[draw.basename(rec.path)] = m
     return out
 
 
@@ -179,8 +174,6 @@ def visualize_masks(
     layout: MaskLayout = MaskLayout(),
 ) -> list[Path]:
     """Predict masks with ``extractor`` and write one panel PNG per image into ``out_dir``."""
-    from PIL import Image
-
     if not extractor.parts:
         raise ValueError("this model has no part tokens (a CLIP-ReID global model): there are no masks to show")
     out_dir = Path(out_dir)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from muva.viz import draw
 
@@ -155,8 +156,6 @@ def draw_row(
     layout: RankLayout = RankLayout(),
 ):
     """Draw one ranked list; the picture always has room for ``topk`` cells."""
-    from PIL import Image, ImageDraw
-
     k = topk if topk is not None else len(gallery_paths)
     canvas = Image.new("RGB", layout.size(k), draw.WHITE)
     d = ImageDraw.Draw(canvas)
@@ -207,7 +206,7 @@ def visualize_ranks(
 ) -> dict:
     """Draw ranked lists of chosen or random queries: one PNG each and one HTML page.
 
-    ``query`` and ``gallery`` are :class:`~muva.inference.features.FeatureSet` objects
+    ``query`` and ``gallery`` are :class:`~muva.utils.featurefiles.FeatureSet` objects
     (e.g. the ``query`` and ``gallery`` splits of a ``muva extract`` folder).  Returns
     ``{"pngs": [...], "html": path, "rank1_shown": fraction of shown queries whose
     first result matches}``.

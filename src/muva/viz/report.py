@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
+from muva.utils.io import atomic_write_text
 from muva.viz import draw
+from muva.viz.masks import overlay
+from muva.viz.ranks import RankLayout, draw_row, rank
 
 __all__ = ["ranked_list_image", "mask_image", "loss_curves_svg", "metrics_table_html", "write_report", "png_data_uri"]
 
@@ -23,8 +27,6 @@ png_data_uri = draw.png_data_uri
 
 def _stack(images: Sequence, width: int, height: int = 1):
     """Stack PIL images vertically on a white canvas (a small blank one when there are none)."""
-    from PIL import Image
-
     canvas = Image.new("RGB", (max([width, *(im.width for im in images)]), max(height, sum(im.height for im in images))), draw.WHITE)
     y = 0
     for im in images:
@@ -36,8 +38,6 @@ def _stack(images: Sequence, width: int, height: int = 1):
 def ranked_list_image(queries: Sequence, gallery: Sequence, qf, gf, num_queries: int = 4, k: int = 6):
     """Ranked lists of ``num_queries`` evenly spread queries (records), top ``k`` each, drawn by
     :func:`muva.viz.ranks.draw_row` after the evaluation's junk removal (:func:`muva.viz.ranks.rank`)."""
-    from muva.viz.ranks import RankLayout, draw_row, rank
-
     n = min(num_queries, len(queries))
     picks = np.linspace(0, len(queries) - 1, n).astype(int) if n else np.zeros(0, int)
     chosen = [queries[i] for i in picks]
@@ -54,10 +54,6 @@ def mask_image(paths: Sequence[str], predicted: np.ndarray, pseudo: np.ndarray |
                parts: Sequence[str], size: tuple[int, int] = (64, 128)):
     """Per image: the crop, the pseudo masks and the predicted (last-layer) masks, overlaid with
     :func:`muva.viz.masks.overlay` (part colours of ``muva.viz.masks.PART_COLOURS``)."""
-    from PIL import Image, ImageDraw
-
-    from muva.viz.masks import overlay
-
     w, h = size
     pad = 6
     cols = 3 if pseudo is not None else 2
@@ -123,8 +119,6 @@ def metrics_table_html(rows: Sequence[tuple[str, Mapping[str, float]]], columns:
 
 def write_report(path: str | Path, title: str, sections: Sequence[tuple[str, str]]) -> Path:
     """Write ``[(heading, html body)]`` as one self-contained HTML page."""
-    from muva.utils.io import atomic_write_text
-
     style = ("body{font-family:sans-serif;max-width:1100px;margin:24px auto;color:#222}"
              "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}img{max-width:100%}h2{margin-top:28px}")

@@ -27,6 +27,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
+from muva.data.datasets.layout import locate
+from muva.data.datasets.usable import require_usable
 from muva.data.records import DatasetError, ReIDDataset, UnusableDatasetError
 from muva.registry import Registry
 
@@ -101,6 +103,7 @@ from muva.data.datasets import image_sets  # noqa: E402,F401
 from muva.data.datasets import small_targets  # noqa: E402,F401
 from muva.data.datasets import mars  # noqa: E402,F401
 from muva.data.datasets import custom  # noqa: E402,F401
+from muva.data.datasets.market1501 import MARKET_FOLDERS, MARKET_NESTINGS, read_market_layout  # noqa: E402
 
 # The official benchmark releases (what `muva data check` shows by default), from the records.
 STANDARD_DATASETS = tuple(r.name for r in dataset_records() if r.standard)
@@ -132,8 +135,6 @@ def load_dataset(name: str, root: str | Path | None = None, **options) -> ReIDDa
     is found but has an empty split (or a split where no file name parses) is an
     :class:`~muva.data.records.UnusableDatasetError` naming the split.
     """
-    from muva.data.datasets.usable import require_usable
-
     record = dataset_record(name)
     parser = record.parser
     if options:
@@ -157,9 +158,6 @@ def open_path(path: str | Path, name: str | None = None) -> ReIDDataset:
     The dataset name is ``domain.json``'s ``name`` (prefixed ``synth-``) for a synthetic
     domain, else ``name`` or the folder's name, so that combined sets keep domains apart.
     """
-    from muva.data.datasets.layout import locate
-    from muva.data.datasets.market1501 import MARKET_FOLDERS, MARKET_NESTINGS, read_market_layout
-
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise DatasetError(f"dataset folder {folder} does not exist")

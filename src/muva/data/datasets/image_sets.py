@@ -17,6 +17,7 @@ from pathlib import Path
 
 from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import image_files, locate, nestings
+from muva.data.datasets.usable import require_usable
 from muva.data.records import DatasetError, ImageRecord, ReIDDataset
 
 CUHK02_PAIRS = ("P1", "P2", "P3", "P4", "P5")
@@ -60,8 +61,6 @@ def cuhksysu(root: Path) -> ReIDDataset:
     info = {"all_in_train": True, "cameras": "one pseudo-camera per scene"}
     if skipped:
         info["skipped"] = skipped
-    from muva.data.datasets.usable import require_usable
-
     return require_usable(ReIDDataset("cuhksysu", folder, train=train, info=info), ("train",),
                           folders={"train": folder / "cropped_images"}, unparsed={"train": skipped},
                           naming="CUHK-SYSU crop names p<identity>_s<scene>_…, e.g. p11422_s16929_1.jpg")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import image_files, locate, nestings
+from muva.data.datasets.usable import MARKET_NAMING, require_usable
 from muva.data.records import DISTRACTOR_PID, JUNK_PID, DatasetError, ImageRecord, ReIDDataset
 
 MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
@@ -67,8 +68,6 @@ def read_market_layout(folder: Path, name: str, info: dict | None = None) -> ReI
     Raises :class:`~muva.data.records.UnusableDatasetError` (carrying what was read) when
     a split is empty or none of its file names parses.
     """
-    from muva.data.datasets.usable import MARKET_NAMING, require_usable
-
     folder = Path(folder)
     folders = {split: folder / sub for split, sub in MARKET_FOLDERS.items()}
     unparsed: dict[str, list[str]] = {split: [] for split in MARKET_FOLDERS}

@@ -27,8 +27,11 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import image_files, locate, nestings
+from muva.data.datasets.usable import split_problems
 from muva.data.records import JUNK_PID, DatasetError, ImageRecord, ReIDDataset, SplitProblem, UnusableDatasetError
 
 _MARS_NAME = re.compile(r"^(-?\d+|00-1)C(\d)T(\d+)F(\d+)", re.IGNORECASE)
@@ -63,8 +66,7 @@ def _scan(split_dir: Path, skipped: list[str]) -> dict[tuple[int, int, int], lis
 
 def _read_info(info_dir: Path, folder: Path) -> tuple[list, list, set[int]]:
     """Official tracklets as lists of (pid, cam, [paths]) and the set of query tracklet indices."""
-    import numpy as np
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # heavy (~0.5 s): imported only when the official .mat files are read
 
     def names(file: str) -> list[str]:
         return [ln.strip() for ln in (info_dir / file).read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -122,8 +124,6 @@ def mars(root: Path, use_info: bool | None = None) -> ReIDDataset:
                 (ds.query if j == q else ds.gallery).append(ImageRecord(str(p), pid, cam, "mars", trackid))
         trackid += 1
     ds.info["num_tracklets"] = trackid
-    from muva.data.datasets.usable import split_problems
-
     folders = {"train": folder / "bbox_train", "query": folder / "bbox_test", "gallery": folder / "bbox_test"}
     problems = split_problems(ds, folders=folders, recursive=True,
                               naming="MARS names PPPPCcTttttFfff, e.g. 0003C4T0003F012.jpg, in PPPP/ sub-folders",

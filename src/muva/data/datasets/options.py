@@ -19,14 +19,16 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
+import yaml
+
+# The package imports this module last, once DATASETS and its helpers exist.
+from muva.data.datasets import DATASETS, dataset_record, unknown_dataset_error
 from muva.data.records import DatasetError
 
 ANY_DATASET = "*"  # key of the options given without a dataset name
 
 
 def _value(text: str) -> Any:
-    import yaml
-
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -42,8 +44,6 @@ def parse_dataset_options(pairs: Iterable[str] | None) -> dict[str, dict[str, An
     Options without a dataset name are filed under ``"*"`` (:data:`ANY_DATASET`).  A pair
     that is not ``KEY=VALUE`` or names an unknown dataset is a :class:`DatasetError`.
     """
-    from muva.data.datasets import DATASETS, unknown_dataset_error
-
     out: dict[str, dict[str, Any]] = {}
     for pair in pairs or []:
         key, sep, raw = str(pair).partition("=")
@@ -68,16 +68,12 @@ def parse_dataset_options(pairs: Iterable[str] | None) -> dict[str, dict[str, An
 
 def accepted_options(spec: str) -> tuple[str, ...]:
     """Option names the dataset ``spec`` takes: its parser's keywords, or ``name`` for a folder."""
-    from muva.data.datasets import DATASETS, dataset_record
-
     if isinstance(spec, str) and spec in DATASETS:
         return dataset_record(spec).options
     return ("name",)
 
 
 def _scoped(spec: str, options: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    from muva.data.datasets import DATASETS
-
     out: dict[str, Any] = {}
     if isinstance(spec, str) and spec in DATASETS:
         canonical = DATASETS.canonical(spec)
@@ -88,8 +84,6 @@ def _scoped(spec: str, options: Mapping[str, Mapping[str, Any]]) -> dict[str, An
 
 
 def _no_such_option(key: str, specs: Sequence[str]) -> DatasetError:
-    from muva.data.datasets import DATASETS
-
     if len(specs) == 1 and specs[0] in DATASETS:
         accepted = accepted_options(specs[0])
         return DatasetError(f"dataset {DATASETS.canonical(specs[0])!r} has no option {key!r}; accepted: {', '.join(accepted) or 'none'}")
@@ -104,8 +98,6 @@ def options_for_datasets(specs: Sequence[str], options: Mapping[str, Mapping[str
     (naming what each one takes); ``DATASET.KEY=VALUE`` goes to that dataset, and is an
     error when it is not among ``specs`` or does not take ``KEY``.
     """
-    from muva.data.datasets import DATASETS
-
     specs = [str(s) for s in specs]
     common = dict(options.get(ANY_DATASET, {}))
     for key in common:

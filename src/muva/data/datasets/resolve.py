@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+# The package imports this module last, once its parsers and open_dataset exist.
+from muva.data.datasets import open_dataset
+from muva.data.datasets.market1501 import parse_market_filename
+from muva.data.datasets.mars import parse_mars_filename
 from muva.data.records import SPLITS, UNKNOWN_CAMERA, DatasetError, ImageRecord, ReIDDataset, UnusableDatasetError, is_image_file
 
 DATASET = "dataset"
@@ -34,9 +38,6 @@ def parse_identity(name: str) -> tuple[int, int]:
     >>> parse_identity("0002_c1s1_000451_03.jpg"), parse_identity("0003C4T0003F001.jpg"), parse_identity("cat.png")
     ((2, 0), (3, 3), (-1, -1))
     """
-    from muva.data.datasets.market1501 import parse_market_filename
-    from muva.data.datasets.mars import parse_mars_filename
-
     base = os.path.basename(name)
     for parse in (parse_market_filename, lambda n: parse_mars_filename(n)[:2]):
         try:
@@ -138,8 +139,6 @@ def resolve_source(spec: str | Path | ReIDDataset, root: str | Path | None = Non
     dataset that is found but cannot serve — unless ``keep_unusable``, which returns it
     with ``problem`` set when some images were read.
     """
-    from muva.data.datasets import open_dataset
-
     options = dict(options or {})
     if isinstance(spec, ReIDDataset):
         return _of_dataset(spec.name, spec, options)

@@ -13,9 +13,12 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from muva.data.datasets import register_dataset
 from muva.data.datasets.layout import image_files, locate, nestings
 from muva.data.records import DISTRACTOR_PID, DatasetError, ImageRecord, ReIDDataset, SplitProblem, UnusableDatasetError
+from muva.data.splits import load_splits, pick_pair
 
 
 # The fixed query/gallery splits each of these targets ships with (their records' ``num_splits``).
@@ -24,9 +27,6 @@ FIXED_SPLITS = 10
 
 def _split_entry(dataset: str, label: str, split: int, split_file, num_persons: int) -> tuple[dict, int, list[str]]:
     """The split's entry, the number of splits, and the problems of an incomplete copy (none if complete)."""
-    # imported here so that ``python -m muva.data.splits`` does not import itself twice
-    from muva.data.splits import load_splits
-
     doc = load_splits(dataset, split_file)
     n = len(doc["splits"])
     if not 0 <= int(split) < n:
@@ -146,8 +146,7 @@ GRID_PARTITIONS = "features_and_partitions.mat"
 
 def grid_partitions(mat_file: Path) -> list[list[int]]:
     """The ten lists of training identities (1-based) stored in ``trainIdxAll``."""
-    import numpy as np
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # heavy (~0.5 s): imported only when GRID's .mat partition file is read
 
     try:
         data = loadmat(str(mat_file))
@@ -219,8 +218,6 @@ def ilids(root: Path, split: int = 0, split_file: str | Path | None = None) -> R
                 if problems:  # an incomplete copy: persons shifted position; report it, do not stop here
                     continue
                 raise DatasetError(f"QMUL-iLIDS: test person {pid:04d} has {len(images)} image(s); two are needed")
-            from muva.data.splits import pick_pair
-
             a, b = picks.get(str(idx), (0, 0))
             qi, gi = pick_pair(int(a), int(b), len(images))
             ds.query.append(ImageRecord(str(images[qi]), pid, 0, "ilids"))

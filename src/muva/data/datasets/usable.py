@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from muva.data.datasets.layout import image_files
 from muva.data.records import SPLITS, ReIDDataset, SplitProblem, UnusableDatasetError
 
 MARKET_NAMING = "Market-1501 names PPPP_cC… (identity, then 1-based camera), e.g. 0002_c1s1_000451_03.jpg"
@@ -35,8 +36,6 @@ def expected_splits(ds: ReIDDataset) -> tuple[str, ...]:
 
 
 def _image_count(folder: Path, recursive: bool = False) -> int:
-    from muva.data.datasets.layout import image_files
-
     try:
         return len(image_files(folder, recursive=recursive))
     except Exception:  # noqa: BLE001 - only used to word a message

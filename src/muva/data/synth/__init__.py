@@ -12,22 +12,17 @@ layout, each with ``parts.jsonl`` (head / upper_body / legs / shoes boxes per im
 
 from muva.data.synth.appearance import Identity, make_identities
 from muva.data.synth.config import BACKGROUND_FAMILIES, SynthConfig
-from muva.data.synth.generate import (
-    SPLIT_FOLDERS,
-    SynthError,
-    format_filename,
-    generate,
-    parse_filename,
-    plan_domain,
-    read_parts,
-)
+from muva.data.synth.generate import SPLIT_FOLDERS, SynthError, format_filename, generate, parse_filename, plan_domain
 from muva.data.synth.montage import make_montage
+from muva.data.synth.parts_file import PartsFileError, PartsRecord, read_parts, read_parts_jsonl
 from muva.data.synth.styles import DomainStyle, make_domain_style
 
 __all__ = [
     "BACKGROUND_FAMILIES",
     "DomainStyle",
     "Identity",
+    "PartsFileError",
+    "PartsRecord",
     "SPLIT_FOLDERS",
     "SynthConfig",
     "SynthError",
@@ -39,4 +34,5 @@ __all__ = [
     "parse_filename",
     "plan_domain",
     "read_parts",
+    "read_parts_jsonl",
 ]

@@ -25,22 +25,17 @@ def synth(
     from rich.table import Table
 
     from muva.config import ConfigError, config_keys, load_config
-    from muva.data.synth import SynthConfig, SynthError, generate, make_montage
-    from muva.utils.console import fail
+    from muva.data.synth import SynthConfig, generate, make_montage
 
     try:
         cfg = load_config(SynthConfig, config, overrides or [])
-    except ConfigError as exc:
-        msg = str(exc)
-        if "Valid keys" not in msg:
-            msg += f"\nValid keys: {', '.join(config_keys(SynthConfig))}"
-        raise fail(msg)
+    except ConfigError as exc:  # the same error, with the valid keys added when it does not list them
+        if "Valid keys" in str(exc):
+            raise
+        raise ConfigError(f"{exc}\nValid keys: {', '.join(config_keys(SynthConfig))}") from None
     if workers == 0:
         workers = auto_workers(cfg.num_images)
-    try:
-        meta = generate(cfg, out_dir, workers=workers, overwrite=overwrite, progress=not quiet)
-    except SynthError as exc:
-        raise fail(str(exc))
+    meta = generate(cfg, out_dir, workers=workers, overwrite=overwrite, progress=not quiet)  # SynthError: reported by the CLI
     console = Console()
     if meta.get("skipped"):
         if not quiet:

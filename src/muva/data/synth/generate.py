@@ -9,6 +9,7 @@ Output (``generate(cfg, out)``)::
     out/domain_k/parts.jsonl    one record per image: path, pid, camid, width, height,
                                 boxes {head, upper_body, legs, shoes} (float pixels,
                                 x1/y1 exclusive), occluded parts, view
+                                (written and read by muva.data.synth.parts_file)
     out/domain_k/domain.json    the domain's style, cameras, identity ranges, counts
     out/domain_k/identities.jsonl   attributes of every identity (outfit twins marked)
 
@@ -19,22 +20,26 @@ not depend on the number of workers.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import re
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from muva.config import save_config, to_dict
+from muva.config import from_dict, save_config, to_dict
 from muva.data.parts import PART_NAMES
 from muva.data.synth.appearance import Identity, make_identities, random_identity, identity_rng
 from muva.data.synth.config import SynthConfig
+from muva.data.synth.parts_file import PARTS_FILE, PartsRecord, write_parts_jsonl
 from muva.data.synth.pipeline import DomainRenderer, Job
 from muva.data.synth.styles import DomainStyle, make_domain_style
-from muva.utils.io import atomic_write_text
 from muva.utils.errors import MuvaError
+from muva.utils.io import atomic_write_text
+from muva.utils.progress import progress_bar
 
 SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 FORMAT = "muva-synth"
@@ -133,13 +138,11 @@ def plan_domain(cfg: SynthConfig, k: int) -> DomainPlan:
 _RENDERERS: dict[tuple, DomainRenderer] = {}
 
 
-def _render_chunk(cfg_dict: dict, style: DomainStyle, domain_dir: str, jobs: list[Job]) -> list[dict]:
+def _render_chunk(cfg_dict: dict, style: DomainStyle, domain_dir: str, jobs: list[Job]) -> list[PartsRecord]:
     """Render and write ``jobs`` of one domain; returns their parts records (same order)."""
     key = (json.dumps(cfg_dict, sort_keys=True), style.index)
     renderer = _RENDERERS.get(key)
     if renderer is None:
-        from muva.config import from_dict
-
         _RENDERERS.clear()
         renderer = _RENDERERS[key] = DomainRenderer(from_dict(SynthConfig, cfg_dict), style)
     records = []
@@ -166,7 +169,7 @@ def _is_complete(out: Path, cfg: SynthConfig) -> bool:
     if meta.get("format") != FORMAT or meta.get("version") != VERSION or meta.get("config_dict") != to_dict(cfg):
         return False
     for dom in meta.get("domains", []):
-        parts = out / dom["path"] / "parts.jsonl"
+        parts = out / dom["path"] / PARTS_FILE
         if not parts.is_file() or sum(1 for _ in parts.open()) != dom["num_images"]:
             return False
     return True
@@ -226,8 +229,6 @@ def generate(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, overwri
     is regenerated (the returned dict then has ``"skipped": True``).  ``workers`` > 1
     renders in that many processes; the bytes written are the same for any value.
     """
-    from muva.utils.progress import progress_bar
-
     out = Path(out_dir)
     if not _prepare(out, cfg, overwrite):
         meta = json.loads((out / "synth.json").read_text())
@@ -246,7 +247,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, overwri
         atomic_write_text(root / "identities.jsonl", "".join(json.dumps(i) + "\n" for i in idents))
 
     cfg_dict = to_dict(cfg)
-    results: dict[tuple[int, int], list[dict]] = {}
+    results: dict[tuple[int, int], list[PartsRecord]] = {}
     chunks = list(_chunks(plans, chunk_size))
     with progress_bar(f"synth {cfg.num_domains} domains", total=sum(len(p.jobs) for p in plans), disable=not progress) as advance:
         if workers <= 1:
@@ -254,9 +255,6 @@ def generate(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, overwri
                 results[(k, i)] = _render_chunk(cfg_dict, plans[k].style, str(out / plans[k].name), jobs)
                 advance(len(jobs))
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
                 futures = {pool.submit(_render_chunk, cfg_dict, plans[k].style, str(out / plans[k].name), jobs): (k, i, len(jobs))
                            for k, i, jobs in chunks}
@@ -268,7 +266,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, overwri
     domains = []
     for k, plan in enumerate(plans):
         records = [r for (kk, i) in sorted(results) if kk == k for r in results[(kk, i)]]
-        atomic_write_text(out / plan.name / "parts.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        write_parts_jsonl(out / plan.name / PARTS_FILE, records)
         domains.append({"name": plan.name, "path": plan.name, "background": plan.style.background,
                         "season": plan.style.season, "num_images": len(records),
                         "pids": _domain_meta(cfg, plan)["pids"]})
@@ -288,11 +286,3 @@ def generate(cfg: SynthConfig, out_dir: str | Path, *, workers: int = 1, overwri
     atomic_write_text(out / "synth.json", json.dumps(meta, indent=1) + "\n")
     return dict(meta, seconds=round(time.perf_counter() - t0, 3))
 
-
-def read_parts(domain_dir: str | Path) -> dict[str, dict]:
-    """The parts.jsonl records of a synthetic domain, keyed by path relative to the domain root."""
-    path = Path(domain_dir) / "parts.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {domain_dir} a domain folder written by `muva synth`?")
-    with path.open() as fh:
-        return {rec["path"]: rec for rec in map(json.loads, fh) if rec}

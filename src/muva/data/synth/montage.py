@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from muva.data.synth.parts_file import PARTS_FILE, PartsRecord, read_parts_jsonl
+
 
 def _font(size: int):
     try:
@@ -16,12 +18,12 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _pick_identities(domain_dir: Path, records: list[dict], n: int) -> list[tuple[int, str]]:
+def _pick_identities(domain_dir: Path, records: list[PartsRecord], n: int) -> list[tuple[int, str]]:
     """Identities to show: an outfit-twin pair first (when there is one), then others."""
     by_pid = defaultdict(list)
     for r in records:
-        if r["path"].startswith("bounding_box_train/"):
-            by_pid[r["pid"]].append(r)
+        if r.path.startswith("bounding_box_train/"):
+            by_pid[r.pid].append(r)
     idents = [json.loads(line) for line in (domain_dir / "identities.jsonl").open()]
     chosen: list[tuple[int, str]] = []
     for ident in idents:
@@ -56,27 +58,27 @@ def make_montage(out_dir: str | Path, path: str | Path, *, ids_per_domain: int =
     f_title, f_label = _font(13), _font(10)
     for b, dom in enumerate(domains):
         ddir = out / dom["path"]
-        records = [json.loads(line) for line in (ddir / "parts.jsonl").open()]
+        records = read_parts_jsonl(ddir / PARTS_FILE)
         x0 = pad + b * (block_w + gap)
         draw.text((x0, pad), f"{dom['name']}: {dom['background']}, {dom['season']}", fill=(20, 20, 20), font=f_title)
         by_pid = defaultdict(list)
         for r in records:
-            by_pid[r["pid"]].append(r)
+            by_pid[r.pid].append(r)
         for row, (pid, tag) in enumerate(_pick_identities(ddir, records, ids_per_domain)):
             y = pad + title_h + row * (th + label_h + 2)
             draw.text((x0, y), f"id {pid:04d} {tag}".strip(), fill=(150, 20, 20) if tag else (60, 60, 60), font=f_label)
             # Prefer images from distinct cameras.
             recs, seen = [], set()
-            for r in sorted(by_pid[pid], key=lambda r: r["path"]):
-                if r["camid"] not in seen:
+            for r in sorted(by_pid[pid], key=lambda r: r.path):
+                if r.camid not in seen:
                     recs.append(r)
-                    seen.add(r["camid"])
+                    seen.add(r.camid)
             recs += [r for r in by_pid[pid] if r not in recs]
             for col, r in enumerate(recs[:images_per_id]):
-                img = Image.open(ddir / r["path"]).convert("RGB").resize((tw, th), Image.BILINEAR)
+                img = Image.open(ddir / r.path).convert("RGB").resize((tw, th), Image.BILINEAR)
                 xx = x0 + col * (tw + 2)
                 sheet.paste(img, (xx, y + label_h))
-                draw.text((xx + 2, y + label_h + th - 12), f"c{r['camid'] + 1}", fill=(255, 255, 255), font=f_label,
+                draw.text((xx + 2, y + label_h + th - 12), f"c{r.camid + 1}", fill=(255, 255, 255), font=f_label,
                           stroke_width=1, stroke_fill=(0, 0, 0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

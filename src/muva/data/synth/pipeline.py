@@ -17,7 +17,9 @@ from muva.data.parts import PART_NAMES
 from muva.data.synth.appearance import Identity
 from muva.data.synth.backgrounds import scene_bank
 from muva.data.synth.config import SynthConfig
-from muva.data.synth.render import draw_occluder, draw_person, sample_pose
+from muva.data.synth.figure import sample_pose
+from muva.data.synth.parts_file import PartsRecord
+from muva.data.synth.render import draw_occluder, draw_person
 from muva.data.synth.styles import DomainStyle, Finisher
 
 SCENE_VARIANTS = 3
@@ -71,7 +73,7 @@ class DomainRenderer:
             self._finishers[camid] = Finisher(self.style, self.style.cameras[camid], self.size, self.cfg.seed)
         return self._finishers[camid]
 
-    def render(self, job: Job) -> tuple[bytes, dict, Image.Image]:
+    def render(self, job: Job) -> tuple[bytes, PartsRecord, Image.Image]:
         """JPEG bytes, the parts.jsonl record and the final image of ``job``."""
         cfg, cam = self.cfg, self.style.cameras[job.camid]
         rng = image_rng(cfg.seed, self.style.index, job.identity.key, job.index)
@@ -96,16 +98,8 @@ class DomainRenderer:
         w, h = float(w), float(h)
         for part in PART_NAMES:
             x0, y0, x1, y1 = (v / 2.0 for v in boxes2[part])
-            boxes[part] = [round(min(max(x0, 0.0), w), 2), round(min(max(y0, 0.0), h), 2),
-                           round(min(max(x1, 0.0), w), 2), round(min(max(y1, 0.0), h), 2)]
-        record = {
-            "path": f"{job.split}/{job.filename}",
-            "pid": job.identity.pid,
-            "camid": job.camid,
-            "width": cfg.width,
-            "height": cfg.height,
-            "boxes": boxes,
-            "occluded": occluded,
-            "view": pose.view,
-        }
+            boxes[part] = (round(min(max(x0, 0.0), w), 2), round(min(max(y0, 0.0), h), 2),
+                           round(min(max(x1, 0.0), w), 2), round(min(max(y1, 0.0), h), 2))
+        record = PartsRecord(f"{job.split}/{job.filename}", cfg.width, cfg.height, boxes, tuple(occluded),
+                             pid=job.identity.pid, camid=job.camid, view=pose.view)
         return data, record, final

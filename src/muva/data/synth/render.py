@@ -1,139 +1,32 @@
-"""Drawing one pedestrian (and an optional occluder) onto a background, with part boxes.
+"""Painting one pedestrian (and an optional occluder) onto a background, with part boxes.
 
-The person is a 2-D articulated figure: head with hair or hat and skin tone, neck, torso
-garment (colour, sleeve length, pattern), arms with hands, lower garment (trousers,
-shorts or skirt), legs, shoes and an optional bag.  A walking cycle (``phase``) swings
-legs and arms; the viewpoint is ``front``, ``back``, ``left`` or ``right`` (side views
-facing that way).  Everything is drawn with PIL at twice the output resolution (the
-caller reduces by 2, which anti-aliases edges).
+The figure's geometry (pose, joints, which drawn pieces make each part's box) is in
+:mod:`muva.data.synth.figure`; this module draws it with PIL: head with hair or hat and
+skin tone, neck, torso garment (colour, sleeve length, pattern), arms with hands, lower
+garment (trousers, shorts or skirt), legs, shoes and an optional bag.  Everything is drawn
+at twice the output resolution (the caller reduces by 2, which anti-aliases edges).
 
-Boxes are tracked while drawing, in canvas pixels, as ``[x0, y0, x1, y1]`` with x1/y1
-exclusive.  Each drawn *piece* (head, torso, arm, backpack, hips, leg, shoe) reports its
-extent, and :data:`PART_PIECES` says which pieces make each part's box: head (hair/hat to
-chin), upper_body (neck base to hem or hands, arms and a backpack included), legs (hips
-to soles, feet included, as grounding experts box "the legs") and shoes.  Every part of
-:mod:`muva.data.parts` needs an entry there (checked on import).
+Each drawn piece reports its extent as it is drawn (:meth:`PersonPainter.piece`), so the
+part boxes :func:`draw_person` returns cover exactly what was painted.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from muva.data.parts import PART_NAMES, PartTableError, require_rules
-from muva.data.synth.appearance import Identity
-
-RGB = tuple[int, int, int]
-VIEWS = ("front", "back", "left", "right")
-# The drawn pieces that report their extent (see PersonPainter.piece).
-PIECES = ("head", "torso", "arm", "backpack", "hips", "leg", "shoe")
-# Part name → the pieces whose extents make its box; every part needs one (checked on import).
-PART_PIECES: dict[str, tuple[str, ...]] = {
-    "head": ("head",),
-    "upper_body": ("torso", "arm", "backpack"),
-    "legs": ("hips", "leg", "shoe"),
-    "shoes": ("shoe",),
-}
-require_rules("synthetic", PART_PIECES, "muva.data.synth.render.PART_PIECES")
-_unknown_pieces = sorted({q for qs in PART_PIECES.values() for q in qs} - set(PIECES))
-if _unknown_pieces:
-    raise PartTableError(f"muva.data.synth.render.PART_PIECES names unknown piece(s) {', '.join(_unknown_pieces)}; drawn pieces: {', '.join(PIECES)}")
-# Body width relative to the proportions below (pedestrian crops show sturdy figures).
-WIDTH = 1.25
-
-
-@dataclass(frozen=True)
-class Pose:
-    """Per-image placement and articulation of a person on a canvas."""
-
-    view: str
-    phase: float          # walking phase, radians
-    stride: float         # hip swing amplitude, radians
-    arm_swing: float      # arm swing relative to the legs
-    height: float         # stature in canvas pixels (crown to sole)
-    cx: float             # horizontal centre, canvas pixels
-    baseline: float       # y of the soles, canvas pixels
-    hand: int             # which hand holds a handbag (+1 right, -1 left in the image)
-    occluder: tuple | None = None   # (kind, x0, y0, x1, y1, colour) in canvas pixels
-
-
-def sample_pose(rng: np.random.Generator, ident: Identity, view_probs, scale: float, canvas: tuple[int, int],
-                occlusion_prob: float) -> Pose:
-    """Draw a walking pose, viewpoint, scale and position jitter (fixed draw order)."""
-    cw, ch = canvas
-    view = VIEWS[int(rng.choice(4, p=np.asarray(view_probs) / np.sum(view_probs)))]
-    phase = float(rng.uniform(0, 2 * math.pi))
-    stride = float(rng.uniform(0.22, 0.5))
-    arm_swing = float(rng.uniform(0.4, 0.9))
-    height = ch * float(np.clip(scale * ident.height * rng.uniform(0.95, 1.05), 0.7, 0.96))
-    baseline = ch * (1.0 - float(rng.uniform(0.012, 0.04)))
-    cx = cw * (0.5 + float(rng.uniform(-0.07, 0.07)))
-    hand = 1 if rng.random() < 0.5 else -1
-    occ = None
-    u = rng.random(6)
-    if rng.random() < occlusion_prob:
-        kind = ("barrier", "pole", "box")[int(u[0] * 3)]
-        colour = tuple(int(v) for v in rng.integers(25, 200, 3))
-        if kind == "barrier":
-            y0 = ch * (0.6 + 0.2 * u[1])
-            occ = (kind, -2.0, y0, cw + 2.0, ch + 2.0, colour)
-        elif kind == "pole":
-            w = cw * (0.1 + 0.1 * u[1])
-            x0 = cx + (u[2] - 0.5) * cw * 0.5 - w / 2
-            occ = (kind, x0, -2.0, x0 + w, ch + 2.0, colour)
-        else:
-            w, top = cw * (0.35 + 0.25 * u[1]), ch * (0.5 + 0.25 * u[2])
-            x0 = -2.0 if u[3] < 0.5 else cw - w + 2.0
-            occ = (kind, x0, top, x0 + w, ch + 2.0, colour)
-    return Pose(view, phase, stride, arm_swing, height, cx, baseline, hand, occ)
+from muva.data.synth.appearance import RGB, Identity
+from muva.data.synth.figure import WIDTH, PartBoxes, Pose, skeleton
 
 
 def _dark(c: RGB, k: float = 0.62) -> RGB:
     return (int(c[0] * k), int(c[1] * k), int(c[2] * k))
 
 
-class _Extent:
-    """Running bounding box."""
-
-    __slots__ = ("x0", "y0", "x1", "y1")
-
-    def __init__(self) -> None:
-        self.x0 = self.y0 = math.inf
-        self.x1 = self.y1 = -math.inf
-
-    def add(self, x0: float, y0: float, x1: float, y1: float) -> None:
-        self.x0, self.y0 = min(self.x0, x0), min(self.y0, y0)
-        self.x1, self.y1 = max(self.x1, x1), max(self.y1, y1)
-
-    def point(self, p, r: float = 0.0) -> None:
-        self.add(p[0] - r, p[1] - r, p[0] + r, p[1] + r)
-
-    def box(self) -> list[float]:
-        return [self.x0, self.y0, self.x1, self.y1]
-
-
-class _Extents:
-    """The running boxes of every part made (in part) by one piece; same calls as :class:`_Extent`."""
-
-    __slots__ = ("targets",)
-
-    def __init__(self, targets: list[_Extent]) -> None:
-        self.targets = targets
-
-    def add(self, x0: float, y0: float, x1: float, y1: float) -> None:
-        for ext in self.targets:
-            ext.add(x0, y0, x1, y1)
-
-    def point(self, p, r: float = 0.0) -> None:
-        for ext in self.targets:
-            ext.point(p, r)
-
-
 class PersonPainter:
-    """Draws one identity in one pose; ``boxes`` holds the part boxes afterwards."""
+    """Draws one identity in one pose; :meth:`draw` returns the part boxes."""
 
     def __init__(self, canvas: Image.Image, ident: Identity, pose: Pose):
         self.canvas = canvas
@@ -141,16 +34,17 @@ class PersonPainter:
         self.id, self.p = ident, pose
         self.h = pose.height
         self.g = ident.girth * WIDTH
-        self.side = pose.view in ("left", "right")
-        self.f = -1.0 if pose.view == "left" else 1.0     # facing direction in side views
+        self.side = pose.side
+        self.f = pose.facing     # facing direction in side views
         self.skin = ident.skin
-        self.ext = {part: _Extent() for part in PART_NAMES}
-        self._pieces = {q: _Extents([self.ext[p] for p, qs in PART_PIECES.items() if q in qs]) for q in PIECES}
+        self.boxes = PartBoxes()
+        joints = skeleton(pose, self.g)
+        self.top, self.legs, self.arms, self.sw = joints.top, joints.legs, joints.arms, joints.shoulder
 
     # ------------------------------------------------------------------ helpers
-    def piece(self, name: str) -> _Extents:
+    def piece(self, name: str):
         """Where a drawn piece reports its extent (the boxes of the parts made of it)."""
-        return self._pieces[name]
+        return self.boxes.piece(name)
 
     def y(self, t: float) -> float:
         return self.top + t * self.h
@@ -171,55 +65,6 @@ class PersonPainter:
                                 (p1[0] - nx * r1g, p1[1] - ny * r1g), (p0[0] - nx * r0g, p0[1] - ny * r0g)], fill=colour)
                 self.d.ellipse((p0[0] - r0g, p0[1] - r0g, p0[0] + r0g, p0[1] + r0g), fill=colour)
                 self.d.ellipse((p1[0] - r1g, p1[1] - r1g, p1[0] + r1g, p1[1] + r1g), fill=colour)
-
-    # ------------------------------------------------------------------ skeleton
-    def skeleton(self) -> None:
-        """Joint positions for the current pose (canvas pixels)."""
-        p, h, g = self.p, self.h, self.g
-        self.top = p.baseline - h
-        s = math.sin(p.phase)
-        c = math.cos(p.phase)
-        thigh, shin = 0.235 * h, 0.225 * h
-        hip_t = 0.5
-        legs = []
-        for sign in (1.0, -1.0):  # sign +1: the near leg in side views
-            theta = sign * p.stride * s
-            if self.side:
-                flex = 0.75 * p.stride / 0.35 * max(0.0, sign * c)
-                hip = (self.x(0.0), self.y(hip_t))
-                knee = (hip[0] + self.f * thigh * math.sin(theta), hip[1] + thigh * math.cos(theta))
-                ankle = (knee[0] + self.f * shin * math.sin(theta - flex), knee[1] + shin * math.cos(theta - flex))
-            else:
-                off = sign * 0.048 * g * h
-                fore = 0.03 * h * sign * s          # foot nearer the camera sits lower
-                hip = (self.x(0.0) + off, self.y(hip_t))
-                knee = (hip[0] + off * 0.08, hip[1] + thigh * 0.99 + fore * 0.5)
-                ankle = (hip[0] + off * 0.12, hip[1] + (thigh + shin) * 0.985 + fore)
-            legs.append((hip, knee, ankle))
-        # Stand on the ground: the lowest sole touches the baseline.
-        sole = max(a[1] for _, _, a in legs) + 0.055 * h
-        dy = p.baseline - sole
-        self.top += dy
-        self.legs = [tuple((q[0], q[1] + dy) for q in leg) for leg in legs]
-        sh_t = 0.175
-        sw = (0.055 if self.side else 0.112) * g
-        arms = []
-        upper, fore = 0.165 * h, 0.16 * h
-        for k, sign in enumerate((1.0, -1.0)):
-            shoulder = (self.x(0.0 if self.side else sign * (sw - 0.03 * g)), self.y(sh_t))
-            if self.side:
-                alpha = -sign * p.arm_swing * p.stride * s
-                elbow = (shoulder[0] + self.f * upper * math.sin(alpha), shoulder[1] + upper * math.cos(alpha))
-                beta = alpha + 0.2 + 0.4 * max(0.0, alpha)  # elbows bend forwards
-                wrist = (elbow[0] + self.f * fore * math.sin(beta), elbow[1] + fore * math.cos(beta))
-            else:
-                spread = sign * 0.09
-                swing = -sign * p.arm_swing * s * 0.5
-                elbow = (shoulder[0] + upper * math.sin(spread), shoulder[1] + upper * math.cos(spread) * (1 - 0.05 * abs(swing)))
-                wrist = (elbow[0] + fore * math.sin(spread * 0.6), elbow[1] + fore * (0.97 - 0.12 * swing))
-            arms.append((shoulder, elbow, wrist))
-        self.arms = arms
-        self.sw = sw
 
     # ------------------------------------------------------------------ parts
     def shadow(self) -> None:
@@ -476,7 +321,7 @@ class PersonPainter:
 
     # ------------------------------------------------------------------ whole figure
     def draw(self) -> dict[str, list[float]]:
-        self.skeleton()
+        """Draw the figure (far limbs first in side views) and return ``{part: [x0, y0, x1, y1]}``."""
         self.shadow()
         if self.side:
             # far arm and far leg first, darker; then near leg, hips, torso, near arm.
@@ -500,7 +345,7 @@ class PersonPainter:
             self.arm(1)
             self.head()
             self.bag("front")
-        return {k: e.box() for k, e in self.ext.items()}
+        return self.boxes.boxes()
 
 
 def draw_occluder(canvas: Image.Image, occ: tuple) -> tuple[float, float, float, float]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from muva.data.parts import DEFAULT_PARTS, check_parts
+from muva.data.parts import DEFAULT_PARTS, PART_NAMES, check_parts
 from muva.grounding.boxes import Fallback, PartBox, Proposal, ValidationRules, prior_boxes, validate_parts
+from muva.grounding.cache import CacheEntry
 from muva.grounding.experts.spec import NoOptions
 
 
@@ -39,6 +40,15 @@ class GroundingExpert:
     def check_options(cls, options) -> None:
         """Reject options that cannot work before any image is read (a MuvaError); nothing by default."""
 
+    @classmethod
+    def default_parts(cls, options) -> tuple[str, ...]:
+        """The parts ``muva ground run`` writes when no ``--parts`` is given: every known part.
+
+        A cache holding every part serves any model's subset, so the part list is stated
+        once per run, by ``model.parts``.  An expert that can only produce some (imported
+        masks) says which."""
+        return PART_NAMES
+
     def __init__(self, parts: Sequence[str] = DEFAULT_PARTS, rules: ValidationRules | None = None, fallback: Fallback | None = None):
         self.parts = check_parts(parts)
         self.rules = rules or ValidationRules()
@@ -62,8 +72,6 @@ class GroundingExpert:
 
     def entries(self, keys: Sequence[str], images: Sequence) -> list:
         """Cache entries for decoded images (``keys`` are their cache keys)."""
-        from muva.grounding.cache import CacheEntry
-
         return [CacheEntry(k, "ok", im.size[0], im.size[1], boxes) for k, im, boxes in zip(keys, images, self.ground(images))]
 
     def notes(self) -> list[str]:

@@ -29,7 +29,8 @@ from typing import Literal, Sequence
 import numpy as np
 
 from muva.data.parts import DEFAULT_PARTS
-from muva.grounding.boxes import PartBox
+from muva.grounding.boxes import PartBox, prior_boxes
+from muva.grounding.cache import CacheEntry
 from muva.grounding.experts.base import GroundingExpert
 from muva.grounding.experts.spec import option, register_expert
 from muva.utils.errors import MuvaError
@@ -128,6 +129,11 @@ class ImportExpert(GroundingExpert):
         if options.masks is None:
             raise MaskImportError(_NEEDS_MASKS)
 
+    @classmethod
+    def default_parts(cls, options: ImportOptions) -> tuple[str, ...]:
+        """The rows of a released mask file: the authors' parts (head, upper_body, legs)."""
+        return DEFAULT_PARTS
+
     def __init__(self, masks: str | Path | None = None, parts: Sequence[str] = DEFAULT_PARTS, grid: tuple[int, int] = (16, 8), kind: str = "auto", rules=None, fallback=None):
         super().__init__(parts, rules)  # the prior is the only fallback of imported masks
         if masks is None:
@@ -149,9 +155,6 @@ class ImportExpert(GroundingExpert):
         raise NotImplementedError("the import expert matches images by name: use entries(keys, images)")
 
     def entries(self, keys: Sequence[str], images: Sequence) -> list:
-        from muva.grounding.cache import CacheEntry
-        from muva.grounding.experts.prior import prior_boxes
-
         out = []
         for key, image in zip(keys, images):
             w, h = image.size

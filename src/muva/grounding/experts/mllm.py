@@ -34,9 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence, get_args
 
+from PIL import Image
+
 from muva.data.parts import DEFAULT_PARTS, get_part
 from muva.grounding.boxes import Fallback, Proposal, ValidationRules
 from muva.grounding.experts.base import GroundingExpert
+from muva.grounding.experts.mllm_tiny import build_tiny_qwen25vl
 from muva.grounding.experts.spec import option, register_expert
 from muva.grounding.parsers import FORMATS, parse_answer
 from muva.utils.errors import MuvaError
@@ -63,7 +66,7 @@ class MLLMError(MuvaError, RuntimeError):
 def _in_hub_cache(model_id: str) -> bool:
     """Whether the Hugging Face cache holds this model (its config.json; the weights are checked on loading)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: comes with transformers (muva[mllm])
     except ImportError:  # pragma: no cover - transformers depends on it
         return False
     found = try_to_load_from_cache(model_id, "config.json")
@@ -85,8 +88,6 @@ def question(part: str, prompt: str = "qwen") -> str:
 
 def upscale(image, upscale_to: int):
     """Enlarge an image (bicubic, aspect kept) so its height is at least ``upscale_to``."""
-    from PIL import Image
-
     w, h = image.size
     if upscale_to <= 0 or h >= upscale_to:
         return image
@@ -166,7 +167,7 @@ class MLLMExpert(GroundingExpert):
         self.max_new_tokens = max_new_tokens
         if batch_size:
             self.batch_size = batch_size
-        import torch
+        import torch  # lazy: listing experts imports this module and must not load torch
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -185,11 +186,9 @@ class MLLMExpert(GroundingExpert):
         self._fallback_formats = [f for f in ("qwen2.5", "rel1000", "cogvlm") if f != self.answer_format] if answer_format == "auto" else []
 
     def _load(self, dtype: str, local_files_only: bool):
-        import torch
+        import torch  # lazy: listing experts imports this module and must not load torch
 
         if self.model_id == "tiny-random":  # offline smoke test of the whole path
-            from muva.grounding.experts.mllm_tiny import build_tiny_qwen25vl
-
             return build_tiny_qwen25vl()
         local = Path(self.model_id).expanduser()
         if local.exists() or self.model_id.startswith(("/", "./", "../", "~")) or self.model_id.count("/") > 1:
@@ -205,7 +204,7 @@ class MLLMExpert(GroundingExpert):
                                     f"and {problem}, so it cannot be downloaded. {_fix(self.model_id)}")
                 local_files_only = True  # in the cache: read it from there without asking the hub
         try:
-            from transformers import AutoModelForImageTextToText, AutoProcessor
+            from transformers import AutoModelForImageTextToText, AutoProcessor  # lazy: optional (muva[mllm]), heavy
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise MLLMError("the mllm expert needs transformers: pip install 'muva[mllm]'") from exc
         if dtype == "auto":
@@ -229,7 +228,7 @@ class MLLMExpert(GroundingExpert):
     # ------------------------------------------------------------------ generation
     def generate(self, images: Sequence, texts: Sequence[str]) -> tuple[list[str], list[tuple[int, int]]]:
         """Ask ``texts[i]`` about ``images[i]``; returns answers and the model-input sizes (W, H)."""
-        import torch
+        import torch  # lazy: listing experts imports this module and must not load torch
 
         conversations = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}] for t in texts]
         prompts = [self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]

@@ -30,9 +30,9 @@ _CORPUS = [
 
 def build_tiny_qwen25vl(seed: int = 0, max_pixels: int = 224 * 224):
     """Return ``(model, processor)`` of a ~0.1 M-parameter random Qwen2.5-VL."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
+    import torch  # lazy: listing experts imports this package's modules and must not load torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # lazy: optional (muva[mllm])
+    from transformers import (  # lazy: optional (muva[mllm]), heavy
         PreTrainedTokenizerFast,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -48,7 +48,7 @@ def build_tiny_qwen25vl(seed: int = 0, max_pixels: int = 224 * 224):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.padding_side = "left"
     try:
-        from transformers import Qwen2VLVideoProcessor
+        from transformers import Qwen2VLVideoProcessor  # lazy: optional; absent from older transformers
 
         video = Qwen2VLVideoProcessor()
     except Exception:  # older transformers: the processor builds without one

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from muva.data.parts import DEFAULT_PARTS, require_rules
 from muva.grounding.boxes import Fallback, Proposal, ValidationRules
@@ -244,8 +245,6 @@ def letterbox(image, size: int = INPUT_SIZE, margin: float = 1.25) -> tuple[np.n
     Returns ``(canvas, scale, offset_x, offset_y)``; an input-space point (u, v) maps back
     to image pixels as ``((u - offset_x) / scale, (v - offset_y) / scale)``.
     """
-    from PIL import Image
-
     w, h = image.size
     s = size / (max(w, h) * margin)
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
@@ -305,7 +304,7 @@ class PoseExpert(GroundingExpert):
     ):
         super().__init__(parts, rules, fallback)
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert.interpreter import Interpreter  # lazy: optional (muva[pose])
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise PoseModelError("the pose expert needs LiteRT: pip install 'muva[pose]' (ai-edge-litert)") from exc
         self.model_path = find_pose_model(model_path)

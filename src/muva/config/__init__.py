@@ -9,7 +9,10 @@ back, with strict checking:
   ``Path``, ``Optional[...]``, ``list[...]``, ``tuple[...]``, ``Literal[...]``, nested
   dataclasses) and a value that does not fit is an error naming the key and the type;
 * a YAML file may start from another one with ``_base_: other.yaml`` (relative to
-  the file), so presets stay short.
+  the file), so presets stay short;
+* a key that moved keeps working: a root dataclass lists ``RENAMED_KEYS`` (old dotted
+  key → new dotted key) and :func:`upgrade_tree` moves old keys — in YAML files, in
+  overrides and in configs saved by an older muva — to their new place.
 
 Example (any config dataclass works the same way; here the synthetic generator's)::
 
@@ -35,7 +38,8 @@ from typing import Any, Iterable, Literal, Mapping, TypeVar, Union, get_args, ge
 
 import yaml
 
-from muva.utils.errors import MuvaError
+from muva.config.errors import ConfigError
+from muva.config.trees import renamed_key, config_diff, upgrade_tree
 
 T = TypeVar("T")
 
@@ -49,11 +53,10 @@ __all__ = [
     "dump_config",
     "config_keys",
     "config_diff",
+    "upgrade_tree",
 ]
 
 
-class ConfigError(MuvaError, ValueError):
-    """A configuration file or override that does not fit the typed schema."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -110,6 +113,20 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
+def _number(value: Any, tp: type, key: str) -> int | float:
+    """An int or float from a number or its text; a bool or a fractional value for an int is refused."""
+    ok = not isinstance(value, bool) and (isinstance(value, (int, float)) if tp is float else
+                                          isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+    if ok:
+        return tp(value)
+    if isinstance(value, str):
+        try:
+            return tp(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"config key '{key}': {value!r} is not {'an int' if tp is int else 'a float'}")
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or an override) to annotated type ``tp``."""
     if tp is Any:
@@ -119,14 +136,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                pass
         raise ConfigError(f"config key '{key}': {value!r} is not a valid {_type_name(tp)}")
     if origin is Literal:
         choices = get_args(tp)
@@ -166,30 +182,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise ConfigError(f"config key '{key}': {value!r} is not a bool (use true/false)")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': {value!r} is not an int")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}': {value!r} is not an int")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': {value!r} is not a float")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}': {value!r} is not a float")
+    if tp in (int, float):
+        return _number(value, tp, key)
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -206,7 +200,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 # ----------------------------------------------------------------------------- public API
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, _prefix: str = "") -> T:
     """Build a config dataclass from a (possibly partial) nested mapping, strictly."""
-    data = dict(data or {})
+    data = upgrade_tree(cls, data) if not _prefix else dict(data or {})
     fields = _fields(cls)
     hints = _type_hints(cls)
     kwargs = {}
@@ -287,9 +281,10 @@ def _set_dotted(tree: dict[str, Any], cls: type, key: str, value: Any) -> None:
 def apply_overrides(cls: type[T], base: Mapping[str, Any] | T | None, overrides: Iterable[str]) -> T:
     """Apply ``key.sub=value`` strings (values parsed as YAML scalars/lists) to a config."""
     tree = to_dict(base) if dataclasses.is_dataclass(base) else dict(base or {})
+    tree = upgrade_tree(cls, tree)
     for item in overrides:
         key, value = _parse_override(item)
-        _set_dotted(tree, cls, key, value)
+        _set_dotted(tree, cls, renamed_key(cls, key), value)
     return from_dict(cls, tree)
 
 
@@ -334,29 +329,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     return apply_overrides(cls, tree, overrides)
-
-
-def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = (),
-                absent_ok: bool = False) -> list[str]:
-    """``["stage2.epochs: 60 → 10", ...]``: the dotted keys whose values differ between two config trees.
-
-    ``ignore`` holds dotted keys (or section prefixes) left out of the comparison;
-    ``absent_ok`` skips keys that ``old`` does not have (written by an older muva).
-    """
-    ignore = tuple(ignore)
-    out: list[str] = []
-
-    def walk(a: Any, b: Any, key: str) -> None:
-        if key and any(key == i or key.startswith(i + ".") for i in ignore):
-            return
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            for k in sorted(set(a) | set(b), key=str):
-                walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{key}.{k}" if key else str(k))
-        elif a != b and not (absent_ok and a == "<absent>"):
-            out.append(f"{key}: {a!r} → {b!r}")
-
-    walk(old, new, "")
-    return out
 
 
 def dump_config(cfg: Any) -> str:
