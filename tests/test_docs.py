@@ -218,7 +218,7 @@ ROOT = _root_command()
 
 
 def _config_class(path: tuple[str, ...]):
-    if path in (("train",), ("eval",), ("demo",), ("doctor",), ("protocol", "run")):
+    if path in (("train",), ("eval",), ("demo",), ("doctor",), ("protocol", "run"), ("sweep", "run")):
         from muva.engine.config import ExperimentConfig
 
         return ExperimentConfig
@@ -306,6 +306,11 @@ def _option(opts: dict, tok: str) -> tuple[bool, int]:
     return tok[:2] in opts and _takes_value(opts[tok[:2]]), 0  # -n4: value attached
 
 
+def _defaults_to_run(group) -> bool:
+    """A group whose unknown first word is the start of its ``run`` command (muva ground, muva sweep)."""
+    return "run" in group.commands and type(group).__name__ == "_DefaultRunGroup"
+
+
 def check_invocation(args: list[str], check_keys: bool = True) -> list[str]:
     """Problems of one ``muva ARGS`` invocation (empty when the CLI accepts its shape).
 
@@ -319,6 +324,10 @@ def check_invocation(args: list[str], check_keys: bool = True) -> list[str]:
         if tok == "--":
             positional += args[i:]
             break
+        if _is_group(cmd) and _defaults_to_run(cmd) and tok not in cmd.commands and tok not in ("--help", "-h"):
+            cmd, i = cmd.commands["run"], i - 1  # 'muva ground DATASET' = 'muva ground run DATASET' (also muva sweep)
+            path.append("run")
+            continue
         if tok.startswith("-") and len(tok) > 1 and not re.match(r"^-\d", tok):
             known, skip = _option(_options(cmd), tok)
             if not known:
@@ -328,8 +337,6 @@ def check_invocation(args: list[str], check_keys: bool = True) -> list[str]:
         elif _is_group(cmd):
             if tok in cmd.commands:
                 cmd = cmd.commands[tok]
-            elif path == ["ground"] and "run" in cmd.commands:  # 'muva ground DATASET' = 'muva ground run DATASET'
-                cmd, tok, i = cmd.commands["run"], "run", i - 1
             else:
                 return [*problems, f"'muva {' '.join([*path, tok])}': no such command (commands of "
                                    f"'muva {' '.join(path)}': {', '.join(sorted(cmd.commands))})"]
@@ -357,6 +364,9 @@ def check_invocation(args: list[str], check_keys: bool = True) -> list[str]:
     ("muva extract M D -o out --flipp", ["has no option --flipp"]),
     ("muva export M -o m.onnx --no-masks --no-check", []),
     ("muva ground runs/x --expert prior --no-progress", []),
+    ("muva sweep -c configs/tiny.yaml stage2.epochs=1 --seeds 2 --vary stage2.weights.mask=0,1", []),
+    ("muva sweep -c configs/tiny.yaml stage2.epoch=1", ["unknown ExperimentConfig key 'stage2.epoch'"]),
+    ("muva sweep report runs/sweep/x --bootstrap 100", []),
     ("muva synth out num_domain=4", ["unknown SynthConfig key 'num_domain'"]),
     ("muva model info -c configs/model/tiny.yaml stride=12", []),
     ("$ time muva demo stage2.epochs=2 2>&1 | tee log.txt", []),

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "muva.evaluation.commands",
     "muva.models.commands",
     "muva.engine.doctor",
+    "muva.engine.sweep.commands",
 ]
 
 app = typer.Typer(

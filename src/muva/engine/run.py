@@ -10,6 +10,7 @@ Run folder (``output.dir``)::
                          (selected on the target test set — not a domain-generalisation result)
     model.safetensors    final weights (+ .json), loadable with muva.models.load_model
     results.md/.csv/.json/_cmc.csv   evaluation of the final (last-epoch) model on the targets
+    per_query.npz        per-query AP, INP and first-match rank of that evaluation (muva sweep report)
     eval_history.json    every evaluation during training
 
 A folder that already holds a run is refused unless the run is resumed (``resume``) or
@@ -45,7 +46,7 @@ from muva.engine.stage1 import run_stage1
 from muva.engine.stage2 import check_stage2_losses, run_stage2
 from muva.engine.stage_inputs import EvalPlan, StageInputs
 from muva.engine.trainer import TrainingInterrupted, unwrap
-from muva.evaluation import results_table
+from muva.evaluation import results_table, save_per_query
 from muva.models import build_model, save_model
 from muva.models.clip_loading import ensure_weights_obtainable
 from muva.utils.errors import RunInterrupted
@@ -272,6 +273,7 @@ class Experiment:
             save_model(self.model, self.run_dir / "model.safetensors")
             if results:
                 results_table(results, method=self.cfg.name).write(self.run_dir, "results")
+                save_per_query(self.run_dir / "per_query.npz", results)  # per-query AP/INP/rank: intervals over queries
         self.final_results = results
         return results
 

@@ -31,7 +31,7 @@ __all__ = ["RunFolderError", "prepare_run_folder", "resume_mismatch", "truncate_
 # What a training run writes into its folder (``muva train``); their presence marks a run.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "stage1.pt", "model.safetensors",
              "model.json", "results.json", "results.md", "results.csv", "results_cmc.csv", "eval_history.json",
-             "bad_images.json", "tb")
+             "bad_images.json", "per_query.npz", "sweep.log", "tb")
 
 # Config keys that may change between a checkpoint and its resume without changing what is computed.
 RESUME_IGNORED = NON_RESULT_KEYS + EVALUATION_KEYS  # a checkpoint resumes across these

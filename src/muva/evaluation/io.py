@@ -19,6 +19,10 @@ images      N, str (optional)            image identifiers (paths); used for
 :func:`load_query_gallery` turns what the reader returns into :class:`FeatureFile` rows:
 identities required, cameras ``None`` when unknown, a ``muva extract`` folder's
 ``query`` / ``gallery`` split chosen by default.
+
+The per-query result file (:func:`save_per_query` / :func:`load_per_query`, one ``.npz``
+of per-query AP / INP / first-match ranks) lives in :mod:`muva.evaluation.perquery` and is
+re-exported here.
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from muva.evaluation.distances import EvaluationError, to_numpy
+from muva.evaluation.perquery import PerQuery, load_per_query, save_per_query
 from muva.utils import featurefiles  # the module, not the function: one reader, looked up when called
 from muva.utils.featurefiles import FeatureFileError, FeatureSet, check_feature_arrays
 from muva.utils.io import atomic_write
 
-__all__ = ["FeatureFile", "load_query_gallery", "save_features"]
+__all__ = ["FeatureFile", "PerQuery", "load_per_query", "load_query_gallery", "save_features", "save_per_query"]
 
 
 @dataclass

@@ -219,6 +219,7 @@ def evaluate(
         rerank=rerank_name,
         ap=ap_all,
         first_match=first_all,
+        inp=inp_all,
         info=info,
     )
 

@@ -16,8 +16,11 @@ import numpy as np
 class EvalResult:
     """Metrics of one query/gallery evaluation (fractions in [0, 1], not percentages).
 
-    ``cmc[k-1]`` is Rank-k; ``ap`` and ``first_match`` hold per-query values (``nan`` and
-    ``-1`` for queries without a valid true match).
+    ``cmc[k-1]`` is Rank-k; ``ap``, ``first_match`` and ``inp`` hold per-query values (AP,
+    the 0-based rank of the first true match, and INP = number of true matches / (rank of the
+    last true match + 1)); ``nan``, ``-1`` and ``nan`` for queries without a valid true match.
+    :class:`muva.evaluation.PerQuery` keeps them (and writes them to a file) for confidence
+    intervals over queries.
     """
 
     cmc: np.ndarray
@@ -32,6 +35,7 @@ class EvalResult:
     rerank: str | None = None
     ap: np.ndarray | None = field(default=None, repr=False)
     first_match: np.ndarray | None = field(default=None, repr=False)
+    inp: np.ndarray | None = field(default=None, repr=False)
     info: dict = field(default_factory=dict)
 
     def rank(self, k: int) -> float:
