@@ -167,3 +167,35 @@ def test_aggregation_of_hand_made_runs(tmp_path):
     shutil.rmtree(tmp_path / "b/seed3")
     part = aggregate(tmp_path, n_boot=50)
     assert part.missing == ["b/seed3"] and next(r for r in part.rows if r["variant"] == "b")["n_seeds"] == 2
+
+
+def test_ctrl_c_stops_the_runs_and_the_same_command_resumes(tmp_path):
+    """SIGINT to the sweep: its training saves last.pt and stops, exit 130 with the resume hint; the rerun finishes."""
+    import signal
+    import time
+
+    data = make_tiny_data(tmp_path)
+    base = [o for o in tiny_overrides(data, tmp_path / "unused") if not o.startswith("output.dir=")]
+    args = [sys.executable, "-m", "muva", "sweep", "-c", str(TINY), *base, "stage1.epochs=1", "stage2.epochs=4",
+            "--out", str(tmp_path / "sw"), "--no-progress", "--no-report"]
+    env = {**os.environ, "COLUMNS": "300", "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    run = tmp_path / "sw" / "base" / "seed1234"
+    deadline = time.time() + 240
+    while time.time() < deadline and not any("stage2" in line for line in _lines(run / "metrics.jsonl")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "Resume with the same muva sweep command" in err and "Traceback" not in err
+    assert (run / "last.pt").is_file() and not (run / "results.json").exists()
+    res = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert (run / "results.json").is_file() and "resumed stage 2" in (run / "sweep.log").read_text()
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError:
+        return []
