@@ -51,7 +51,8 @@ def make_step(mcfg, batch: int, device: torch.device, amp: bool, num_classes: in
     s2 = Stage2Config(weights=weights)
     text = torch.randn(num_classes, model.feature_dim, device=device)
     losses = Stage2Losses(s2, num_classes, model.feature_dim, text, muva).to(device)
-    losses.memory.rebuild(torch.randn(num_classes * 2, model.feature_dim), torch.arange(num_classes).repeat(2))
+    for term in losses.epoch_terms():  # the cluster memory (MUVA's imp term), filled once
+        term.rebuild(torch.randn(num_classes * 2, model.feature_dim), torch.arange(num_classes).repeat(2))
     opt = build_optimizer(model.named_parameters(), OptimConfig(lr=1e-6))
     h, w = model.input_size
     x = torch.randn(batch, 3, h, w, device=device)
