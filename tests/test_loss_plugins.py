@@ -100,7 +100,7 @@ def test_total_equals_the_loss_functions_for_a_fixed_batch():
     text = text_prototypes()
     losses = Stage2Losses(cfg, C, D, text, True, mask_temperature=2.0)
     feats, labels = memory_init()
-    losses.memory.rebuild(feats, labels)
+    losses.terms["imp"].memory.rebuild(feats, labels)
     reference_memory = ClusterMemory(D, C, cfg.memory_temperature, cfg.memory_momentum, cfg.memory_mode)
     reference_memory.rebuild(feats, labels)
     out, batch = fake_batch(3)
@@ -118,7 +118,7 @@ def test_total_equals_the_loss_functions_for_a_fixed_batch():
     for name in BUILT_IN:
         assert torch.equal(got[name], expected[name]), name
     assert torch.equal(sum(got.values()), sum(expected.values()))
-    assert torch.equal(losses.memory.memory, reference_memory.memory)  # the momentum update ran once
+    assert torch.equal(losses.terms["imp"].memory.memory, reference_memory.memory)  # the momentum update ran once
     assert LabelSmoothingCE(0.2)(out["logits"], y).item() == pytest.approx(got["id"].item() / 0.25)
 
 
@@ -128,8 +128,8 @@ def test_zero_weight_switches_a_term_off_and_parts_decide_the_mask_term():
     out, batch = fake_batch()
     assert set(losses(out, batch)) == {"id", "i2t"}
     assert losses.state_dict() == {}
-    with pytest.raises(AttributeError, match="no 'imp' term"):
-        losses.memory  # noqa: B018
+    with pytest.raises(KeyError, match="imp"):
+        losses.terms["imp"]  # noqa: B018
 
 
 def test_plugin_term_is_weighted_like_a_built_in(plugin_term):
@@ -137,7 +137,7 @@ def test_plugin_term_is_weighted_like_a_built_in(plugin_term):
     assert cfg.weights == {**DEFAULT_LOSS_WEIGHTS, "mask": 0.0, "test_center": 0.5}
     losses = Stage2Losses(cfg, C, D, text_prototypes(), True)
     assert list(losses.terms) == ["id", "imp", "i2t", "test-center"]
-    losses.memory.rebuild(*memory_init())
+    losses.terms["imp"].memory.rebuild(*memory_init())
     out, batch = fake_batch()
     terms = losses(out, batch)
     x = out["features"]
@@ -224,7 +224,7 @@ def test_checkpoint_in_the_old_layout_still_loads():
     losses = Stage2Losses(cfg, C, D, text_prototypes(), True)
     assert set(losses.state_dict()) == {"terms.imp.memory.memory", "terms.imp.memory.initialised"}
     losses.load_state_dict(state)  # strict, as the trainer's resume
-    assert torch.equal(losses.memory.memory, old.memory.memory) and bool(losses.memory.initialised)
+    assert torch.equal(losses.terms["imp"].memory.memory, old.memory.memory) and bool(losses.terms["imp"].memory.initialised)
     out, batch = fake_batch()
     assert torch.equal(losses(out, batch)["imp"], old.memory(out["bn_features"], batch["pid"]))
 
@@ -236,4 +236,4 @@ def test_checkpoint_in_the_old_layout_still_loads():
     # the new layout round-trips through a trainer's extra_state
     again = Stage2Losses(cfg, C, D, text_prototypes(), True)
     again.load_state_dict({"losses": losses.state_dict()}["losses"])
-    assert torch.equal(again.memory.memory, losses.memory.memory)
+    assert torch.equal(again.terms["imp"].memory.memory, losses.terms["imp"].memory.memory)

@@ -159,9 +159,9 @@ def test_mask_temperature_reaches_gate_and_loss_consistently():
         torch.testing.assert_close(p, torch.sigmoid(logits / 2.5))
         assert torch.equal(part_patch_gate(logits, temperature=2.5) == 0, p > 0.5)
     losses = Stage2Losses(Stage2Config(), 2, m.feature_dim, None, True, m.cfg.mask_temperature)
-    assert losses.mask.tau == 2.5
+    assert losses.terms["mask"].loss.tau == 2.5
     target = (torch.rand(4, 3, 32) > 0.5).float()
-    parts = losses.mask.components(out["mask_logits"], target)
+    parts = losses.terms["mask"].loss.components(out["mask_logits"], target)
     torch.testing.assert_close(parts["dice"], dice_loss(torch.stack(probs), target.expand(len(probs), -1, -1, -1)))
     bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.stack(out["mask_logits"]), target.expand(2, -1, -1, -1))
     torch.testing.assert_close(parts["bce"], bce)

@@ -24,7 +24,7 @@ from muva.data.multisource import combine
 from muva.data.records import DatasetError, ImageRecord, ReIDDataset
 from muva.data.samplers import SequentialShardSampler
 from muva.engine.config import DataConfig
-from muva.grounding.cache import GroundingCache, GroundingCacheError, default_cache_path
+from muva.grounding.cache import GroundingCacheError, MissingPartsError, default_cache_path
 from muva.grounding.config import GroundingConfig
 from muva.grounding.masks import load_pseudo_masks
 from muva.grounding.run import parts_to_ground
@@ -178,16 +178,14 @@ def build_pseudo_masks(train: TrainData, data: DataConfig, grounding: GroundingC
                                       f"Create it with:\n  {ground_command(spec, data, grounding, cache, parts)}\n"
                                       "(--expert prior needs no model), or point grounding.caches.<source> at an "
                                       "existing cache")
-        with GroundingCache.open(cache, readonly=True) as opened:
-            have = opened.parts()
-        lacking = [p for p in parts if p not in have]
-        if lacking:
-            raise GroundingCacheError(f"grounding cache {cache} (source {spec}) holds parts {', '.join(have)}, the model "
-                                      f"needs {', '.join(lacking)} too. Add them with:\n  "
-                                      f"{ground_command(spec, data, grounding, cache, parts)}")
-        masks.update(load_pseudo_masks(records, cache, parts=list(parts), input_size=tuple(input_size),
-                                       stride=stride, min_fraction=grounding.min_fraction, patch=patch,
-                                       missing=grounding.missing))
+        try:
+            masks.update(load_pseudo_masks(records, cache, parts=list(parts), input_size=tuple(input_size),
+                                           stride=stride, min_fraction=grounding.min_fraction, patch=patch,
+                                           missing=grounding.missing))
+        except MissingPartsError as exc:  # say which command completes this source's cache
+            raise GroundingCacheError(f"grounding cache {cache} (source {spec}) holds parts {', '.join(exc.have)}, the "
+                                      f"model needs {', '.join(exc.lacking)} too. Add them with:\n  "
+                                      f"{ground_command(spec, data, grounding, cache, parts)}") from None
     if grounding.missing == "skip":
         train.records = [r for r in train.records if r.path in masks]
     return masks

@@ -72,19 +72,6 @@ class Stage2Losses(torch.nn.Module):
         self.has_parts = has_parts
         self.register_load_state_dict_pre_hook(_upgrade_memory_keys)
 
-    #: shortcuts kept from before loss terms: ``losses.memory`` (the ``imp`` term's ClusterMemory)
-    #: and ``losses.mask`` (the ``mask`` term's MaskLoss).
-    _SHORTCUTS = {"memory": ("imp", "memory"), "mask": ("mask", "loss")}
-
-    def __getattr__(self, name: str):
-        if name in Stage2Losses._SHORTCUTS:
-            term, attr = Stage2Losses._SHORTCUTS[name]
-            terms = self._modules.get("terms")
-            if terms is None or term not in terms:
-                raise AttributeError(f"no {term!r} term in this stage-2 objective (its weight is 0 or it does not apply)")
-            return getattr(terms[term], attr)
-        return super().__getattr__(name)
-
     def epoch_terms(self) -> list:
         """The terms to :meth:`~muva.losses.LossTerm.rebuild` at the start of every epoch."""
         return [t for t in self.terms.values() if t.needs_epoch_features]

@@ -39,6 +39,14 @@ class GroundingCacheError(MuvaError, RuntimeError):
     """A cache that is missing, incompatible with the request, or corrupt."""
 
 
+class MissingPartsError(GroundingCacheError):
+    """A cache without some of the parts asked for; ``have`` and ``lacking`` name them."""
+
+    def __init__(self, message: str, have: list[str], lacking: list[str]):
+        super().__init__(message)
+        self.have, self.lacking = have, lacking
+
+
 @dataclass
 class CacheEntry:
     """The grounding result of one image.

@@ -167,7 +167,7 @@ def run(
     sets = _image_sets(datasets, root, [s.strip() for s in splits.split(",") if s.strip()], dataset_option, console, base_opts)
     jobs = []
     for spec, images in zip(datasets, sets):
-        target = out or _config_cache(spec, images.name, name, section) or default_cache_path(images.name, name)
+        target = out or _config_cache(spec, images.name, section) or default_cache_path(images.name, name)
         if shard_spec and out is None:
             target = shard_path(target, shard_spec)
         jobs.append((images, Path(target), parts_to_ground(requested, target)))
@@ -207,7 +207,7 @@ def _build(name: str, parts: tuple[str, ...], options: dict):
         raise UsageError(f"cannot build the {name} expert: {exc}") from None
 
 
-def _config_cache(spec: str, dataset_name: str, expert: str, section) -> Optional[Path]:
+def _config_cache(spec: str, dataset_name: str, section) -> Optional[Path]:
     """The cache a config's training reads for ``spec`` (None without a config, or for another expert)."""
     if section is None:
         return None

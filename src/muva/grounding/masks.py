@@ -22,7 +22,7 @@ from PIL import Image
 
 from muva.data.parts import DEFAULT_PARTS, check_parts
 from muva.grounding.boxes import prior_boxes
-from muva.grounding.cache import GroundingCache, GroundingCacheError
+from muva.grounding.cache import GroundingCache, GroundingCacheError, MissingPartsError
 from muva.utils.geometry import patch_grid
 
 
@@ -148,9 +148,9 @@ def load_pseudo_masks(
         have = cache.parts()
         lacking = [p for p in parts if p not in have]
         if lacking:
-            raise GroundingCacheError(
+            raise MissingPartsError(
                 f"cache {cache_path} holds parts {', '.join(have)} but {', '.join(lacking)} were asked for; "
-                f"re-run muva ground with --parts {','.join(parts)}"
+                f"re-run muva ground with --parts {','.join(parts)}", have, lacking
             )
         for path in paths:
             entry = cache.get(path)

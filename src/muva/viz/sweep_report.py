@@ -26,10 +26,6 @@ __all__ = ["write_sweep_report"]
 _COLUMNS = ("variant", "target", "metric", "mean", "seed_low", "seed_high", "boot_low", "boot_high", "n_seeds")
 
 
-def _plain(x):
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "target"
 
@@ -61,8 +57,9 @@ def write_sweep_report(summary: SweepSummary, out: str | Path) -> tuple[list[Pat
 
 
 def _nan_to_none(x):
+    """Strict JSON: nan (a single run's interval) becomes null."""
     if isinstance(x, dict):
         return {k: _nan_to_none(v) for k, v in x.items()}
     if isinstance(x, list):
         return [_nan_to_none(v) for v in x]
-    return _plain(x)
+    return None if isinstance(x, float) and math.isnan(x) else x

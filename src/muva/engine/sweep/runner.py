@@ -32,7 +32,7 @@ import yaml
 
 from muva.config import config_diff, to_dict, upgrade_tree
 from muva.engine.config import NON_RESULT_KEYS, ExperimentConfig
-from muva.engine.sweep.plan import PLAN_FILE, SweepError, SweepPlan, SweepRun
+from muva.engine.sweep.plan import PLAN_FILE, SweepError, SweepPlan, SweepRun, read_plan
 from muva.utils.errors import EXIT_FAILURE, EXIT_INTERRUPTED, MuvaError, RunInterrupted
 from muva.utils.io import atomic_write_text
 
@@ -77,9 +77,9 @@ def _check_plan_folder(plan: SweepPlan, rerun: bool) -> None:
     path = Path(plan.out) / PLAN_FILE
     if not path.is_file() or rerun:
         return
-    old = json.loads(path.read_text())
-    if old.get("config") != plan.config or list(old.get("overrides", [])) != list(plan.overrides):
-        raise SweepError(f"{plan.out} holds a sweep of config {old.get('config')} with overrides {old.get('overrides')}; "
+    old = read_plan(plan.out)
+    if old.config != plan.config or old.overrides != list(plan.overrides):
+        raise SweepError(f"{plan.out} holds a sweep of config {old.config} with overrides {old.overrides}; "
                          "continue that one with the same command, add --rerun to replace its stale runs, "
                          "or choose another --out")
 
