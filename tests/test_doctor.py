@@ -100,7 +100,7 @@ def test_missing_or_partial_grounding_cache_fails(setup, tmp_path):
     row = checks(setup, f"grounding.caches={{{data}: {tmp_path / 'none.sqlite'}}}")[f"grounding {data}"]
     assert row.status == "FAIL"
     assert row.detail == (f"grounding cache {tmp_path / 'none.sqlite'} does not exist; create it with "
-                          f"`muva ground run {data} --expert pose --out {tmp_path / 'none.sqlite'}`")
+                          f"`muva ground run {data} --expert pose --out {tmp_path / 'none.sqlite'} --splits train`")
     # a cache that covers only 5 of the 12 training images
     from muva.grounding.experts import build_expert
     from muva.grounding.run import ground_images, resolve_images

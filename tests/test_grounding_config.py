@@ -87,7 +87,7 @@ def test_the_printed_command_adds_a_missing_part(market, tmp_path):
     res = muva(*line.split()[1:], "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "held parts head, upper_body, legs; it now holds head, upper_body, legs, shoes" in res.stdout
-    assert "10 processed" in res.stdout  # every cached image grounded again
+    assert f"{len(train.records)} processed" in res.stdout  # every cached training image grounded again (--splits train)
     assert _parts_of(cache) == FOUR
     masks = build_pseudo_masks(train, cfg.data, cfg.grounding, cfg.model.parts, cfg.model.input_size, 16)
     assert len(masks) == len(train.records) and next(iter(masks.values())).shape[0] == 4
@@ -154,7 +154,7 @@ def test_config_options_are_the_experts_and_checked(market, tmp_path):
 def test_ground_command_carries_the_sections_options(tmp_path):
     cfg = load_experiment(TINY, ["grounding.expert=pose", "grounding.options={threads: 2}", "data.root=/data"])
     line = ground_command("market1501", cfg.data, cfg.grounding, tmp_path / "new.sqlite", FOUR)
-    assert line == f"muva ground run market1501 --expert pose --out {tmp_path / 'new.sqlite'} --root /data -X threads=2"
+    assert line == f"muva ground run market1501 --expert pose --out {tmp_path / 'new.sqlite'} --splits train --root /data -X threads=2"
 
 
 def test_old_grounding_keys_still_load(tmp_path):

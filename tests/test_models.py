@@ -97,6 +97,18 @@ def test_full_vitb16_grid_at_stride_12_is_clipreid_like():
     assert patch_grid((256, 128), stride=16, patch=16) == (16, 8)
 
 
+def test_without_part_prompts_the_text_aligns_with_cls_only(tiny):
+    torch.manual_seed(0)
+    m = build_model(tiny_config(part_prompts=False), num_classes=5)
+    assert m.cfg.granularities == ["global"] and m.templates == [m.cfg.templates()[0]] and len(m.templates) == 1
+    assert m.prompts.num_granularities == 1
+    out = m(images())
+    assert out["features"].shape == (2, 4 * 32)  # the part tokens and their masks stay
+    assert len(out["mask_logits"]) == m.num_layers
+    torch.testing.assert_close(out["proj_features"], out["tokens"][:, 0])
+    assert m.text_features().shape == (5, 32) == (5, out["proj_features"].shape[1])
+
+
 def test_global_baseline_has_no_parts(tiny):
     torch.manual_seed(0)
     m = build_model(tiny_config(parts=[]), num_classes=5)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from muva.data.datasets import dataset_record, open_dataset
+from muva.data.datasets import DATASETS, dataset_record, open_dataset
 from muva.data.multisource import combine
 from muva.data.records import DatasetError, ReIDDataset
 from muva.registry import Registry
@@ -227,8 +227,9 @@ def _register_presets() -> None:
 _register_presets()
 
 
-def synthetic_protocol(benchmark: str | Path) -> Protocol:
-    """Single-source pairs and leave-one-out settings over the domains of a ``muva synth`` output.
+def synthetic_protocol(benchmark: str | Path, leave_one_out_only: bool = False) -> Protocol:
+    """Single-source pairs and leave-one-out settings over the domains of a ``muva synth`` output
+    (only the leave-one-out ones with ``leave_one_out_only``: ``synth-loo:PATH``).
 
     Domains are the sub-folders listed in ``synth.json`` (key ``domains``: names or objects
     with ``name``/``path``), else every sub-folder holding ``bounding_box_train/``.
@@ -251,7 +252,7 @@ def synthetic_protocol(benchmark: str | Path) -> Protocol:
     if len(domains) < 2:
         raise DatasetError(f"{root}: a synthetic protocol needs at least two domains with bounding_box_train/ (found {len(domains)}); run `muva synth {root}` first")
     specs = {d.name: f"synth:{d}" for d in domains}
-    settings = [
+    settings = [] if leave_one_out_only else [
         Setting(f"{s}->{t}", [(specs[s], "train")], [Target(specs[t], {}, 1, t)])
         for s in specs for t in specs if s != t
     ]
@@ -259,14 +260,34 @@ def synthetic_protocol(benchmark: str | Path) -> Protocol:
         for t in specs:
             srcs = [s for s in specs if s != t]
             settings.append(Setting("+".join(srcs) + f"->{t}", [(specs[s], "train") for s in srcs], [Target(specs[t], {}, 1, t)]))
+    elif leave_one_out_only:
+        raise DatasetError(f"{root}: leave-one-domain-out needs at least three domains (found {len(specs)})")
+    if leave_one_out_only:
+        return Protocol(f"synth-loo:{root}", f"Synthetic domains of {root}: leave-one-domain-out", settings)
     return Protocol(f"synth:{root}", f"Synthetic domains of {root}: single-source pairs and leave-one-out", settings)
 
 
+def published_results(sources, targets) -> dict[str, tuple[float, float]]:
+    """The paper's numbers of the preset setting that trains on ``sources`` (dataset specs) and tests
+    on ``targets``; ``{}`` when no preset setting has exactly these."""
+    def canon(specs) -> list[str]:
+        return [DATASETS.canonical(x) if x in DATASETS else str(x) for x in specs]
+
+    want = (canon(sources), canon(targets))
+    for name in PROTOCOLS.names():
+        for setting in PROTOCOLS.get(name).settings:
+            if setting.paper and (canon(d for d, _ in setting.sources), canon(t.dataset for t in setting.targets)) == want:
+                return dict(setting.paper)
+    return {}
+
+
 def get_protocol(name: str) -> Protocol:
-    """A preset by name or alias (``PROTOCOLS.names()``), or ``synth:PATH`` for a synthetic benchmark."""
+    """A preset by name or alias (``PROTOCOLS.names()``), or ``synth:PATH`` / ``synth-loo:PATH`` for a synthetic benchmark."""
     if name.startswith("synth:"):
         return synthetic_protocol(name[len("synth:"):])
+    if name.startswith("synth-loo:"):
+        return synthetic_protocol(name[len("synth-loo:"):], leave_one_out_only=True)
     return PROTOCOLS.get(name)
 
 
-__all__ = ["PROTOCOLS", "Protocol", "Setting", "Target", "get_protocol", "synthetic_protocol"]
+__all__ = ["PROTOCOLS", "Protocol", "Setting", "Target", "get_protocol", "published_results", "synthetic_protocol"]

@@ -24,7 +24,7 @@ from muva.data.multisource import combine
 from muva.data.records import DatasetError, ImageRecord, ReIDDataset
 from muva.data.samplers import SequentialShardSampler
 from muva.engine.config import DataConfig
-from muva.grounding.cache import GroundingCacheError, MissingPartsError, default_cache_path
+from muva.grounding.cache import GroundingCache, GroundingCacheError, MissingPartsError, default_cache_path
 from muva.grounding.config import GroundingConfig
 from muva.grounding.masks import load_pseudo_masks
 from muva.grounding.run import parts_to_ground
@@ -146,12 +146,15 @@ def grounding_cache_for(spec: str, dataset_name: str, grounding: GroundingConfig
 
 def ground_command(spec: str, data: DataConfig, grounding: GroundingConfig, cache: str | Path,
                    parts: Sequence[str] = ()) -> str:
-    """The ``muva ground run ...`` line that writes the grounding cache a source needs.
+    """The ``muva ground run ...`` line that writes the grounding cache a source needs
+    (its train split, or every split with ``data.source_split=all``).
 
     The expert and its options come from the ``grounding`` section; ``--parts`` is named only
     when ``cache`` exists without some of ``parts`` (a new cache gets every part the expert
     can ground, which serves any model)."""
     cmd = ["muva", "ground", "run", spec, "--expert", grounding.expert, "--out", str(cache)]
+    if data.source_split == "train":  # training reads the train split only
+        cmd += ["--splits", "train"]
     if data.root:
         cmd += ["--root", str(data.root)]
     if parts and Path(cache).is_file():
@@ -161,6 +164,27 @@ def ground_command(spec: str, data: DataConfig, grounding: GroundingConfig, cach
     for key, value in grounding.options.items():
         cmd += ["-X", f"{key}={value}"]
     return shlex.join(cmd)
+
+
+def grounding_to_do(data: DataConfig, grounding: GroundingConfig, parts: Sequence[str]) -> list[tuple[str, Path, str]]:
+    """``(source, cache, command)`` for every source whose cache is missing or lacks some of ``parts``
+    (nothing for a model without parts); running each command makes the training's caches complete."""
+    if not parts:
+        return []
+    out = []
+    for spec in data.sources:
+        cache = grounding_cache_for(spec, open_spec(spec, data).name, grounding)
+        if not cache.is_file() or set(parts_to_ground(parts, cache)) - set(_cache_parts(cache)):
+            out.append((spec, cache, ground_command(spec, data, grounding, cache, parts)))
+    return out
+
+
+def _cache_parts(cache: Path) -> list[str]:
+    try:
+        with GroundingCache.open(cache, readonly=True) as c:
+            return list(c.parts())
+    except GroundingCacheError:
+        return []
 
 
 def build_pseudo_masks(train: TrainData, data: DataConfig, grounding: GroundingConfig, parts: Sequence[str], input_size,

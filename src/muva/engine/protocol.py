@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +35,7 @@ from rich.table import Table
 from muva.data.protocols import get_protocol
 from muva.engine.config import load_experiment
 from muva.engine.data import ground_command
+from muva.engine.protocol_settings import default_out, setting_config, setting_slug
 from muva.engine.provenance import config_hash, provenance_diff, read_provenance, run_provenance, write_provenance
 from muva.engine.run import Experiment
 from muva.evaluation.tables import ResultTable
@@ -76,34 +77,6 @@ class _Stored:
 
     def to_dict(self, cmc: bool = True) -> dict:
         return {"mAP": self.mAP, "rank1": self.rank1, "cmc": [float(x) for x in self.cmc]}
-
-
-def _slug(name: str) -> str:
-    return name.replace("->", "_to_").replace("+", "-").replace("/", "_").replace(":", "_")
-
-
-def default_out(protocol, base) -> Path:
-    """``runs/protocol/<protocol>/<config name>``: one folder per protocol and method."""
-    return Path("runs/protocol") / _slug(protocol.name) / _slug(base.name)
-
-
-def setting_config(base, setting, out_dir: Path):
-    """The experiment config of one protocol setting (it keeps the base config's name)."""
-    splits = {s for _, s in setting.sources}
-    if len(splits) != 1:
-        raise ValueError(f"setting {setting.name} mixes source splits {splits}; not supported")
-    options = dict(base.data.dataset_options)
-    target_splits = dict(base.data.target_splits)
-    targets = []
-    for t in setting.targets:
-        targets.append(t.dataset)
-        if t.options:
-            options[t.dataset] = {**options.get(t.dataset, {}), **t.options}
-        if t.num_splits > 1:
-            target_splits[t.dataset] = t.num_splits
-    data = replace(base.data, sources=[d for d, _ in setting.sources], source_split=splits.pop(), targets=targets,
-                   dataset_options=options, target_splits=target_splits)
-    return replace(base, data=data, output=replace(base.output, dir=str(Path(out_dir) / _slug(setting.name))))
 
 
 def _load_stored(run_dir: Path):
@@ -278,7 +251,7 @@ def _protocol_table(protocol, out: Path, current: str):
     runs: dict[str, dict] = {}
     shown = []
     for s in protocol.settings:
-        run_dir = out / _slug(s.name)
+        run_dir = out / setting_slug(s.name)
         res = _load_stored(run_dir)
         if not res:
             continue

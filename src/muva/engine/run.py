@@ -11,6 +11,7 @@ Run folder (``output.dir``)::
     model.safetensors    final weights (+ .json), loadable with muva.models.load_model
     results.md/.csv/.json/_cmc.csv   evaluation of the final (last-epoch) model on the targets
     per_query.npz        per-query AP, INP and first-match rank of that evaluation (muva sweep report)
+    mask_iou.json        synthetic data only: IoU of predicted and pseudo part masks with the true parts
     eval_history.json    every evaluation during training
 
 A folder that already holds a run is refused unless the run is resumed (``resume``) or
@@ -41,6 +42,7 @@ from muva.engine.data import build_pseudo_masks, build_sources, build_targets
 from muva.engine.distributed import barrier, broadcast_object, cleanup, init_distributed
 from muva.engine.evaluate import evaluate_model
 from muva.engine.logging import RunLogger
+from muva.engine.mask_quality import mask_quality, write_mask_quality
 from muva.engine.runfolder import RunFolderError, StopRequest, prepare_run_folder, resume_mismatch
 from muva.engine.stage1 import run_stage1
 from muva.engine.stage2 import check_stage2_losses, run_stage2
@@ -274,6 +276,11 @@ class Experiment:
             if results:
                 results_table(results, method=self.cfg.name).write(self.run_dir, "results")
                 save_per_query(self.run_dir / "per_query.npz", results)  # per-query AP/INP/rank: intervals over queries
+        if self.masks is not None:  # true parts known (synthetic data): how good are the learned masks?
+            quality = mask_quality(unwrap(self.model), self.train.records, self.masks, self.targets, self.eval_tf,
+                                   self.cfg, self.dist)
+            if quality is not None and self.dist.is_main:
+                write_mask_quality(self.run_dir, quality)
         self.final_results = results
         return results
 

@@ -107,6 +107,9 @@ class ModelConfig:
     prompt_init_std: float = 0.002
     global_template: str = "A photo of a {ctx} person"  # no final period, as the reference
     part_template: str = "A photo of a {ctx} {part} of a person"
+    # part_prompts=false (an ablation, not the paper's method): only the global prompt is learned; the text
+    # side aligns with the CLS feature alone, the part tokens keep their masks but get no text of their own
+    part_prompts: bool = True
     text_chunk_size: int = 256  # identities per chunk when computing all text features
 
     # --- heads
@@ -150,14 +153,14 @@ class ModelConfig:
 
     @property
     def granularities(self) -> list[str]:
-        """``["global", *parts]``: one prompt / one feature chunk each."""
-        return ["global", *self.parts]
+        """``["global", *parts]``: one prompt / one text-aligned feature chunk each (``["global"]`` without part prompts)."""
+        return ["global", *self.parts] if self.part_prompts else ["global"]
 
     def templates(self) -> list[str]:
         """The prompt of every granularity with the context placeholder written as ``X X X X``."""
         ctx = " ".join(["X"] * self.n_ctx)
         out = [self.global_template.format(ctx=ctx)]
-        out += [self.part_template.format(ctx=ctx, part=PART_PHRASES[p]) for p in self.parts]
+        out += [self.part_template.format(ctx=ctx, part=PART_PHRASES[p]) for p in self.granularities[1:]]
         return out
 
     def with_overrides(self, **kwargs) -> "ModelConfig":

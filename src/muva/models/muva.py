@@ -132,9 +132,10 @@ class MuvaModel(nn.Module):
         """Training forward.
 
         Returns a dict: ``features`` (pre-BN concatenation of the projected CLS and part
-        tokens, B×feature_dim; also under ``proj_features``, the feature aligned with the
-        text), ``bn_features``, ``logits`` (B×num_classes, ``None`` without a classifier),
-        ``tokens`` (B×(1+R)×embed) and ``mask_logits`` (per layer B×R×L, accumulated).
+        tokens, B×feature_dim), ``proj_features`` (the feature aligned with the text: the same
+        concatenation, or the projected CLS token alone when ``cfg.part_prompts`` is false),
+        ``bn_features``, ``logits`` (B×num_classes, ``None`` without a classifier), ``tokens``
+        (B×(1+R)×embed) and ``mask_logits`` (per layer B×R×L, accumulated).
         ``pseudo_masks`` (B×R×L) drive attention instead of the predicted masks (stage 1).
         """
         out = self.visual(images, pseudo_masks=pseudo_masks, camids=camids)
@@ -144,7 +145,7 @@ class MuvaModel(nn.Module):
         return {
             "logits": logits,
             "features": feats,
-            "proj_features": feats,
+            "proj_features": feats if self.cfg.part_prompts else out.tokens[:, 0],
             "bn_features": bn,
             "tokens": out.tokens,
             "mask_logits": out.mask_logits,
@@ -190,7 +191,7 @@ class MuvaModel(nn.Module):
         return self.prompts
 
     def encode_text(self, pids: torch.Tensor) -> torch.Tensor:
-        """Text features of identities ``pids`` (B) → B×feature_dim (per-granularity projections concatenated)."""
+        """Text features of identities ``pids`` (B) → B×(G·embed_dim): the projections of the G granularities concatenated."""
         prompts = self._require_prompts()
         emb = prompts(pids)  # B×G×T×W
         b, g, t, w = emb.shape
@@ -200,7 +201,7 @@ class MuvaModel(nn.Module):
 
     @torch.no_grad()
     def text_features(self, chunk_size: int | None = None, device: torch.device | str | None = None, progress: bool = True) -> torch.Tensor:
-        """Text features of every identity (N×feature_dim), computed in chunks without gradients."""
+        """Text features of every identity (N×G·embed_dim), computed in chunks without gradients."""
         prompts = self._require_prompts()
         chunk = int(chunk_size or self.cfg.text_chunk_size)
         dev = prompts.ctx.device

@@ -7,12 +7,19 @@ of its variant, ``seed=S`` and ``output.dir=<out>/<variant>/seed<S>``.  Variants
   gives 4 variants (values split at top-level commas; brackets and quotes kept whole);
 * named variants in a sweep file (a list of overrides each), for studies that are not a grid.
 
+With a protocol (``--protocol muva-loo``, ``synth-loo:PATH``; ``--setting`` picks some of its
+settings) every variant runs on every setting: the setting's sources and targets are added as
+overrides (:func:`muva.engine.protocol_settings.setting_overrides`, the data ``muva protocol
+run`` trains the setting on) and its runs go to ``<out>/<setting>/<variant>/seed<S>``.
+
 A sweep file (YAML)::
 
     config: ../configs/tiny.yaml      # relative to the sweep file
     overrides: [stage2.epochs=2]
     seeds: 3                          # or a list: [1234, 1235, 1236]
     vary: {stage2.weights.mask: [0, 1]}
+    protocol: synth-loo:runs/study/synth_data   # optional: every variant on every setting
+    settings: []                      # optional: some of the protocol's settings
     variants:                         # a mapping KEY: VALUE, or a list of 'KEY=VALUE' texts
       global: {model.parts: [], stage2.weights.mask: 0}
       muva: {}
@@ -33,7 +40,9 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from muva.config import ConfigError
+from muva.data.protocols import get_protocol, published_results
 from muva.engine.config import ExperimentConfig, load_experiment
+from muva.engine.protocol_settings import setting_overrides, setting_slug
 
 __all__ = ["SweepError", "SweepPlan", "SweepRun", "Variant", "grid_variants", "load_sweep_file", "make_plan", "parse_vary", "read_plan",
            "split_values", "PLAN_FILE"]
@@ -59,7 +68,8 @@ class SweepRun:
     variant: str
     seed: int
     folder: str  # relative to the sweep folder: <variant folder>/seed<S>
-    overrides: tuple[str, ...]  # the base overrides + the variant's + seed= + output.dir=
+    overrides: tuple[str, ...]  # the base overrides + the setting's + the variant's + seed= + output.dir=
+    setting: str | None = None  # the protocol setting (None: the config's own data)
 
 
 @dataclass
@@ -73,17 +83,22 @@ class SweepPlan:
     out: str
     reference: str | None = None
     runs: list[SweepRun] = field(default_factory=list)
+    protocol: str | None = None
+    settings: list[str] = field(default_factory=list)
+    paper: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # setting → method → [mAP, R1] in %
 
     def to_json(self) -> dict:
         return {"config": self.config, "overrides": list(self.overrides), "seeds": list(self.seeds), "out": self.out,
-                "reference": self.reference, "variants": [asdict(v) for v in self.variants],
-                "runs": [asdict(r) for r in self.runs]}
+                "reference": self.reference, "protocol": self.protocol, "settings": list(self.settings),
+                "paper": self.paper, "variants": [asdict(v) for v in self.variants], "runs": [asdict(r) for r in self.runs]}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "SweepPlan":
         return cls(obj["config"], list(obj["overrides"]), [Variant(v["name"], tuple(v["overrides"]), v["folder"]) for v in obj["variants"]],
                    list(obj["seeds"]), obj["out"], obj.get("reference"),
-                   [SweepRun(r["variant"], int(r["seed"]), r["folder"], tuple(r["overrides"])) for r in obj["runs"]])
+                   [SweepRun(r["variant"], int(r["seed"]), r["folder"], tuple(r["overrides"]), r.get("setting"))
+                    for r in obj["runs"]],
+                   obj.get("protocol"), list(obj.get("settings") or []), dict(obj.get("paper") or {}))
 
     def run_config(self, run: SweepRun) -> ExperimentConfig:
         """The resolved experiment config of one run (what ``muva train`` will use)."""
@@ -185,6 +200,19 @@ def named_variants(spec: Mapping[str, Any]) -> list[Variant]:
     return out
 
 
+def _settings(protocol: str | None, names: Sequence[str]) -> list:
+    """The protocol settings a sweep runs on (all of them unless ``names`` picks some)."""
+    if protocol is None:
+        if names:
+            raise SweepError("--setting picks settings of a protocol: give the protocol too (--protocol NAME)")
+        return []
+    try:
+        proto = get_protocol(protocol)
+        return [proto.setting(n) for n in names] if names else list(proto.settings)
+    except KeyError as exc:
+        raise SweepError(str(exc.args[0]) if exc.args else str(exc)) from None
+
+
 def load_sweep_file(path: str | Path) -> dict[str, Any]:
     """A sweep file's entries (``config`` made relative to the current folder)."""
     path = Path(path)
@@ -192,7 +220,7 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise SweepError(f"cannot read the sweep file {path}: {exc}") from None
-    allowed = {"config", "overrides", "seeds", "vary", "variants", "reference"}
+    allowed = {"config", "overrides", "seeds", "vary", "variants", "reference", "protocol", "settings"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise SweepError(f"{path}: unknown sweep key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(allowed))}")
@@ -203,9 +231,12 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
 
 def make_plan(config: str | Path | None, overrides: Sequence[str], out: str | Path, *, seeds: int | Sequence[int] = 1,
               vary: Sequence[str] = (), variants: Mapping[str, Any] | None = None,
-              vary_values: Mapping[str, Sequence[Any]] | None = None, reference: str | None = None) -> SweepPlan:
-    """Expand a sweep into its runs (grid from ``vary`` / ``vary_values``, or named ``variants``)."""
+              vary_values: Mapping[str, Sequence[Any]] | None = None, reference: str | None = None,
+              protocol: str | None = None, settings: Sequence[str] = ()) -> SweepPlan:
+    """Expand a sweep into its runs (grid from ``vary`` / ``vary_values``, or named ``variants``;
+    on every setting of ``protocol`` when one is given)."""
     base = load_experiment(config, list(overrides))  # a bad config or override fails before anything is planned
+    chosen_settings = _settings(protocol, settings)
     varies = [parse_vary(v) for v in vary] + [(k, [_value_text(x) for x in vals]) for k, vals in (vary_values or {}).items()]
     if variants and varies:
         raise SweepError("give either named variants or --vary grids, not both")
@@ -221,11 +252,20 @@ def make_plan(config: str | Path | None, overrides: Sequence[str], out: str | Pa
         raise SweepError(f"reference {reference!r} is not a variant; variants: {', '.join(names)}")
     out = Path(out)
     runs = []
-    for v in chosen:
-        for s in seed_list:
-            folder = f"{v.folder}/seed{s}"
-            runs.append(SweepRun(v.name, s, folder, (*overrides, *v.overrides, f"seed={s}", f"output.dir={out / folder}")))
-    plan = SweepPlan(str(config) if config else None, list(overrides), chosen, seed_list, str(out), reference, runs)
+    for setting in chosen_settings or [None]:
+        data = tuple(setting_overrides(base, setting)) if setting is not None else ()
+        prefix = f"{setting_slug(setting.name)}/" if setting is not None else ""
+        for v in chosen:
+            for s in seed_list:
+                folder = f"{prefix}{v.folder}/seed{s}"
+                runs.append(SweepRun(v.name, s, folder, (*overrides, *data, *v.overrides, f"seed={s}", f"output.dir={out / folder}"),
+                                     setting.name if setting is not None else None))
+    plan = SweepPlan(str(config) if config else None, list(overrides), chosen, seed_list, str(out), reference, runs,
+                     protocol, [st.name for st in chosen_settings],
+                     {st.name: {k: list(v) for k, v in st.paper.items()} for st in chosen_settings if st.paper})
+    if not chosen_settings:  # the config's own data: a published setting's numbers when it is one
+        plan.paper = {"": {k: list(v) for k, v in published_results(base.data.sources, base.data.targets).items()}}
+        plan.paper = {k: v for k, v in plan.paper.items() if v}
     for run in runs:  # every variant's overrides must fit the config schema
         try:
             plan.run_config(run)

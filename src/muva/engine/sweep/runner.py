@@ -11,12 +11,18 @@ Resumable at the run level and inside a run:
 
 Each run writes its output to ``<run>/sweep.log``.  Ctrl-C stops the running trainings (each
 saves ``last.pt``) and says to run the same sweep command again.
+
+Grounding: before anything trains, the grounding caches every run to do reads are checked
+(:func:`grounding_needed`); missing or incomplete ones stop the sweep with the ``muva ground run``
+lines that write them, or, with ``ground``, the sweep runs those lines first (output in
+``<out>/grounding.log``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -32,13 +38,15 @@ import yaml
 
 from muva.config import config_diff, to_dict, upgrade_tree
 from muva.engine.config import NON_RESULT_KEYS, ExperimentConfig
+from muva.engine.data import grounding_to_do
 from muva.engine.sweep.plan import PLAN_FILE, SweepError, SweepPlan, SweepRun, read_plan
 from muva.utils.errors import EXIT_FAILURE, EXIT_INTERRUPTED, MuvaError, RunInterrupted
 from muva.utils.io import atomic_write_text
 
-__all__ = ["RunState", "run_states", "run_sweep", "SweepFailed"]
+__all__ = ["RunState", "grounding_needed", "run_states", "run_sweep", "SweepFailed"]
 
 LOG_FILE = "sweep.log"
+GROUNDING_LOG = "grounding.log"
 
 
 class SweepFailed(MuvaError):
@@ -70,6 +78,49 @@ def _state(plan: SweepPlan, run: SweepRun) -> RunState:
 def run_states(plan: SweepPlan) -> list[RunState]:
     """Where every run of ``plan`` stands (read from its folder)."""
     return [_state(plan, r) for r in plan.runs]
+
+
+def grounding_needed(plan: SweepPlan, runs=None) -> list[tuple[str, Path, str]]:
+    """``(source, cache, muva ground run line)`` for every cache that ``runs`` (default: all) read
+    and that is missing or lacks a part; one line per cache."""
+    needed: dict[str, tuple[str, Path, str]] = {}
+    for run in plan.runs if runs is None else runs:
+        cfg = plan.run_config(run)
+        for spec, cache, cmd in grounding_to_do(cfg.data, cfg.grounding, cfg.model.parts):
+            needed.setdefault(str(cache), (spec, cache, cmd))
+    return list(needed.values())
+
+
+def _ground(plan: SweepPlan, runs, ground: bool) -> None:
+    """Make the caches of ``runs`` complete (``ground``) or stop with the commands that would."""
+    needed = grounding_needed(plan, runs)
+    if not needed:
+        return
+    if not ground:
+        lines = "\n".join(f"  {cmd}" for _, _, cmd in needed)
+        raise SweepError(f"{len(needed)} grounding cache(s) the runs read are missing or lack parts (nothing was trained). "
+                         f"Create them with:\n{lines}\nor add --ground to let the sweep run these lines first")
+    log_path = Path(plan.out) / GROUNDING_LOG
+    for _ in range(2):  # a second round widens a cache another run needs with more parts
+        for i, (spec, cache, cmd) in enumerate(needed, 1):
+            print(f"grounding {i}/{len(needed)}: {spec} → {cache}", flush=True)
+            argv = [sys.executable, "-m", "muva", *shlex.split(cmd)[1:], "--no-progress"]
+            with open(log_path, "a") as log:
+                log.write(f"$ {cmd}\n")
+                log.flush()
+                try:
+                    code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=_env(1)).returncode
+                except KeyboardInterrupt:
+                    raise RunInterrupted("sweep stopped while grounding; the cache keeps what was grounded. Resume with "
+                                         "the same muva sweep command") from None
+            if code != 0:
+                raise SweepFailed(f"grounding {spec} failed (exit {code}): see {log_path}\n"
+                                  "fix the cause and run the same command again")
+        needed = grounding_needed(plan, runs)
+        if not needed:
+            return
+    raise SweepFailed(f"the grounding caches are still incomplete after grounding ({', '.join(str(c) for _, c, _ in needed)}); "
+                      f"see {log_path}")
 
 
 def _check_plan_folder(plan: SweepPlan, rerun: bool) -> None:
@@ -104,12 +155,13 @@ def _term_as_interrupt(signum, frame) -> None:  # noqa: ARG001
     raise KeyboardInterrupt  # SIGTERM stops a sweep like Ctrl-C: the runs save and stop
 
 
-def run_sweep(plan: SweepPlan, *, jobs: int = 1, rerun: bool = False, progress: bool = True,
+def run_sweep(plan: SweepPlan, *, jobs: int = 1, rerun: bool = False, progress: bool = True, ground: bool = False,
               on_done: Callable[[SweepRun, int, float], None] | None = None) -> list[RunState]:
     """Run every run of ``plan`` that is not done; returns the final states.
 
-    Raises :class:`SweepError` for stale runs (without ``rerun``), :class:`SweepFailed` when a
-    run exits non-zero (after the others finished) and :class:`RunInterrupted` on Ctrl-C.
+    Raises :class:`SweepError` for stale runs (without ``rerun``) and for missing grounding caches
+    (without ``ground``), :class:`SweepFailed` when a run exits non-zero (after the others
+    finished) and :class:`RunInterrupted` on Ctrl-C.
     """
     from muva.utils.progress import progress_bar  # rich: only when a sweep runs
 
@@ -120,11 +172,12 @@ def run_sweep(plan: SweepPlan, *, jobs: int = 1, rerun: bool = False, progress: 
         lines = [f"  {s.run.folder}: {'; '.join(s.diff[:4])}{' …' if len(s.diff) > 4 else ''}" for s in stale]
         raise SweepError(f"{len(stale)} run(s) in {plan.out} were trained with another config:\n" + "\n".join(lines)
                          + "\nadd --rerun to train them again with this sweep's config, or choose another --out")
+    todo = [s.run for s in states if s.status != "done"]
+    Path(plan.out).mkdir(parents=True, exist_ok=True)
+    _ground(plan, todo, ground)
     for s in stale:
         shutil.rmtree(Path(plan.out) / s.run.folder)
-    Path(plan.out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(plan.out) / PLAN_FILE, json.dumps(plan.to_json(), indent=1))
-    todo = [s.run for s in states if s.status != "done"]
     failed: list[tuple[SweepRun, int]] = []
     children: dict[int, subprocess.Popen] = {}
     env = _env(jobs)
