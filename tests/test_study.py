@@ -106,6 +106,23 @@ def test_missing_caches_stop_the_sweep_with_the_commands_and_ground_writes_them(
     assert grounding_needed(plan) == [] and (out / "grounding.log").is_file()
 
 
+def test_a_cache_lacking_a_part_the_model_needs_is_grounded_again(bench):
+    from muva.grounding.experts import build_expert
+    from muva.grounding.run import ground_images, resolve_images
+
+    cache = bench / "three.sqlite"
+    ground_images(resolve_images(str(bench / "data" / "domain_0"), splits=["train"]),
+                  build_expert("prior", parts=("head", "upper_body", "legs")), cache, progress=False)
+    spec = str(bench / "data" / "domain_0")
+    common = [f"data.sources=[{spec}]", f"data.targets=[{bench / 'data' / 'domain_1'}]",
+              f"grounding.caches={{{spec}: {cache}}}", "grounding.expert=prior"]
+    fits = make_plan(TINY, [*common, "model.parts=[head,legs]"], bench / "p1")
+    assert grounding_needed(fits) == []
+    wider = make_plan(TINY, [*common, "model.parts=[head,upper_body,legs,shoes]"], bench / "p2")
+    (got,) = grounding_needed(wider)
+    assert got[1] == cache and "--parts head,upper_body,legs,shoes" in got[2]
+
+
 # ----------------------------------------------------------------------------- aggregation
 def _fake_run(folder: Path, target: str, rng, noise: float, masks: dict | None = None) -> dict:
     q, g = 24, 72

@@ -174,7 +174,7 @@ def grounding_to_do(data: DataConfig, grounding: GroundingConfig, parts: Sequenc
     out = []
     for spec in data.sources:
         cache = grounding_cache_for(spec, open_spec(spec, data).name, grounding)
-        if not cache.is_file() or set(parts_to_ground(parts, cache)) - set(_cache_parts(cache)):
+        if not cache.is_file() or set(parts) - set(_cache_parts(cache)):
             out.append((spec, cache, ground_command(spec, data, grounding, cache, parts)))
     return out
 
