@@ -76,6 +76,14 @@ def test_named_variants_and_reference_from_a_file(tmp_path):
     assert plan.variant("global").overrides == ("model.parts=[]", "stage2.weights.mask=0")
 
 
+def test_a_mapping_value_of_a_named_variant_reaches_the_config(tmp_path):
+    plan = make_plan(TINY, [], tmp_path, variants={"w": {"stage2.weights": {"id": 0.25, "triplet": 1}},
+                                                    "p": {"model.parts": ["head", "legs"]}})
+    assert plan.variant("p").overrides == ("model.parts=[head,legs]",)
+    weights = plan.run_config(next(r for r in plan.runs if r.variant == "w")).stage2.weights
+    assert weights["id"] == 0.25 and weights["triplet"] == 1.0
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"vary": ["stage2.weights.mask"]}, "must look like KEY=V1,V2"),
     ({"vary": ["stage2.nope=1,2"]}, "unknown config key 'stage2.nope'"),

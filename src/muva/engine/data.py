@@ -24,10 +24,10 @@ from muva.data.multisource import combine
 from muva.data.records import DatasetError, ImageRecord, ReIDDataset
 from muva.data.samplers import SequentialShardSampler
 from muva.engine.config import DataConfig
-from muva.grounding.cache import GroundingCache, GroundingCacheError, MissingPartsError, default_cache_path
+from muva.grounding.cache import GroundingCacheError, MissingPartsError, default_cache_path
 from muva.grounding.config import GroundingConfig
 from muva.grounding.masks import load_pseudo_masks
-from muva.grounding.run import parts_to_ground
+from muva.grounding.run import cached_parts, parts_to_ground
 
 __all__ = ["TrainData", "build_sources", "build_targets", "build_pseudo_masks", "grounding_cache_for",
            "ground_command", "train_loader", "eval_loader", "open_spec", "spec_options"]
@@ -174,17 +174,9 @@ def grounding_to_do(data: DataConfig, grounding: GroundingConfig, parts: Sequenc
     out = []
     for spec in data.sources:
         cache = grounding_cache_for(spec, open_spec(spec, data).name, grounding)
-        if not cache.is_file() or set(parts) - set(_cache_parts(cache)):
+        if not cache.is_file() or set(parts) - set(cached_parts(cache)):
             out.append((spec, cache, ground_command(spec, data, grounding, cache, parts)))
     return out
-
-
-def _cache_parts(cache: Path) -> list[str]:
-    try:
-        with GroundingCache.open(cache, readonly=True) as c:
-            return list(c.parts())
-    except GroundingCacheError:
-        return []
 
 
 def build_pseudo_masks(train: TrainData, data: DataConfig, grounding: GroundingConfig, parts: Sequence[str], input_size,

@@ -101,20 +101,24 @@ def _batched(items: Sequence, n: int) -> Iterator[Sequence]:
         yield items[i : i + n]
 
 
+def cached_parts(cache_path: str | Path) -> list[str]:
+    """The parts the cache at ``cache_path`` holds (``[]`` when there is no file or it is not a cache)."""
+    if not Path(cache_path).is_file():
+        return []
+    try:
+        with GroundingCache.open(cache_path, readonly=True) as cache:
+            return list(cache.parts())
+    except GroundingCacheError:
+        return []  # not a cache: opening it for writing reports that
+
+
 def parts_to_ground(requested: Sequence[str], cache_path: str | Path) -> tuple[str, ...]:
     """The parts a run writes into ``cache_path``: ``requested`` plus those the cache already holds.
 
     A cache only ever gains parts, so every part a cache served before is still served; the
     result is in the part table's order.
     """
-    have: list[str] = []
-    if Path(cache_path).is_file():
-        try:
-            with GroundingCache.open(cache_path, readonly=True) as cache:
-                have = cache.parts()
-        except GroundingCacheError:
-            have = []  # not a cache: opening it for writing reports that
-    wanted = set(requested) | set(have)
+    wanted = set(requested) | set(cached_parts(cache_path))
     return tuple(p for p in PART_NAMES if p in wanted)
 
 

@@ -222,6 +222,17 @@ def _envelope(pick, *bounds: float) -> float:
     return pick(known) if known else math.nan
 
 
+def _mask_values(doc: dict):
+    """``((part, kind), IoU)`` of one ``mask_iou.json`` (parts without a value left out)."""
+    sets = [(doc.get("source", {}), kind, f"{kind} (training images)") for kind in ("predicted", "pseudo")]
+    sets += [(t, "predicted", "predicted (unseen target)") for t in doc.get("targets", {}).values()]
+    for part in doc.get("parts", []):
+        for where, kind, label in sets:
+            x = where.get(kind, {}).get(part)
+            if x is not None:
+                yield (part, label), float(x)
+
+
 def _mask_rows(plan: SweepPlan, masks: dict, variants: list[str]) -> list[dict[str, Any]]:
     """Per variant, part and kind (predicted / pseudo on the training images, predicted on the targets):
     the IoU with the true parts, mean over seeds (each seed: mean over its runs) with its t-interval."""
@@ -229,18 +240,10 @@ def _mask_rows(plan: SweepPlan, masks: dict, variants: list[str]) -> list[dict[s
     for v in variants:
         per_kind: dict[tuple[str, str], list[float]] = {}
         for s in plan.seeds:
-            docs = masks.get((v, s), [])
             seen: dict[tuple[str, str], list[float]] = {}
-            for doc in docs:
-                for part in doc.get("parts", []):
-                    for kind in ("predicted", "pseudo"):
-                        x = doc.get("source", {}).get(kind, {}).get(part)
-                        if x is not None:
-                            seen.setdefault((part, f"{kind} (training images)"), []).append(float(x))
-                    for t in doc.get("targets", {}).values():
-                        x = t.get("predicted", {}).get(part)
-                        if x is not None:
-                            seen.setdefault((part, "predicted (unseen target)"), []).append(float(x))
+            for doc in masks.get((v, s), []):
+                for key, x in _mask_values(doc):
+                    seen.setdefault(key, []).append(x)
             for k, xs in seen.items():
                 per_kind.setdefault(k, []).append(float(np.mean(xs)))
         for (part, kind), values in per_kind.items():

@@ -159,10 +159,11 @@ def parse_vary(item: str) -> tuple[str, list[str]]:
 
 
 def _value_text(value: Any) -> str:
-    """A YAML value as override text (lists in flow style, no spaces)."""
+    """A YAML value as override text (flow style, no space after commas)."""
     if isinstance(value, str):
         return value
-    return yaml.safe_dump(value, default_flow_style=True).strip().replace(" ", "").removesuffix("...").strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
+    return text.replace(", ", ",")  # [a,b] as on a command line; "k: v" keeps its space (YAML needs it)
 
 
 def _slug(text: str) -> str:
@@ -263,9 +264,9 @@ def make_plan(config: str | Path | None, overrides: Sequence[str], out: str | Pa
     plan = SweepPlan(str(config) if config else None, list(overrides), chosen, seed_list, str(out), reference, runs,
                      protocol, [st.name for st in chosen_settings],
                      {st.name: {k: list(v) for k, v in st.paper.items()} for st in chosen_settings if st.paper})
-    if not chosen_settings:  # the config's own data: a published setting's numbers when it is one
-        plan.paper = {"": {k: list(v) for k, v in published_results(base.data.sources, base.data.targets).items()}}
-        plan.paper = {k: v for k, v in plan.paper.items() if v}
+    own = {} if chosen_settings else published_results(base.data.sources, base.data.targets)
+    if own:  # the config's own data are a published setting: its numbers under the key ""
+        plan.paper = {"": {k: list(v) for k, v in own.items()}}
     for run in runs:  # every variant's overrides must fit the config schema
         try:
             plan.run_config(run)

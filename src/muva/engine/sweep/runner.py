@@ -84,8 +84,13 @@ def grounding_needed(plan: SweepPlan, runs=None) -> list[tuple[str, Path, str]]:
     """``(source, cache, muva ground run line)`` for every cache that ``runs`` (default: all) read
     and that is missing or lacks a part; one line per cache."""
     needed: dict[str, tuple[str, Path, str]] = {}
+    checked: set[str] = set()  # many runs share their data and grounding: open each source once
     for run in plan.runs if runs is None else runs:
         cfg = plan.run_config(run)
+        key = json.dumps([to_dict(cfg.data), to_dict(cfg.grounding), list(cfg.model.parts)], sort_keys=True, default=str)
+        if key in checked:
+            continue
+        checked.add(key)
         for spec, cache, cmd in grounding_to_do(cfg.data, cfg.grounding, cfg.model.parts):
             needed.setdefault(str(cache), (spec, cache, cmd))
     return list(needed.values())
