@@ -59,7 +59,7 @@ def _other_value(tp, default):
 
 # ----------------------------------------------------------------------------- every registered expert
 def test_builtin_experts_are_found():
-    assert BUILTIN == ["import", "mllm", "pose", "prior"]
+    assert BUILTIN == ["gdino", "import", "mllm", "pose", "prior"]
     assert EXPERTS.canonical("blazepose") == "pose" and EXPERTS.canonical("authors") == "import"
 
 
@@ -186,7 +186,7 @@ def test_cli_option_errors_are_one_line(tmp_path):
     assert "threads (int or none, default none): LiteRT CPU threads" in res.stderr
     res = muva("ground", "run", market, "-e", "pose", "--model", "tiny-random")
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "--model is an option of the mllm expert, not of pose" in res.stderr
+    assert "--model is an option of the gdino / mllm expert, not of pose" in res.stderr
     res = muva("ground", "run", market, "-e", "mllm", "-X", "answer_format=gdino")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "'gdino' is not one of" in res.stderr
     res = muva("ground", "experts", "mllm")

@@ -22,7 +22,7 @@ PARTS4 = ("head", "upper_body", "legs", "shoes")
 
 
 def test_registry_names_and_aliases():
-    assert EXPERTS.names() == ["import", "mllm", "pose", "prior"]
+    assert EXPERTS.names() == ["gdino", "import", "mllm", "pose", "prior"]
     assert EXPERTS.canonical("blazepose") == "pose"
     with pytest.raises(KeyError, match="Did you mean 'pose'"):
         EXPERTS.get("poze")
@@ -147,10 +147,12 @@ def tiny_mllm():
 def test_mllm_garbage_answers_fall_back_to_the_prior(tiny_mllm):
     images = [person_image(64, 128, seed=i) for i in range(2)]
     out = tiny_mllm.ground(images)
-    assert len(tiny_mllm.last_answers) == 2 * 3 and all(isinstance(a, str) for a in tiny_mllm.last_answers)
+    # One joint question per crop; garbage answers name no part, so every part is asked again alone.
+    assert len(tiny_mllm.last_answers) == 2 + 2 * 3 and all(isinstance(a, str) for a in tiny_mllm.last_answers)
     for o in out:
         assert set(o) == {"head", "upper_body", "legs"}
         for part, b in o.items():
+            assert b.via == "single"
             # A random model almost surely writes no parsable box; if it ever does, it must be valid.
             assert (b.source == "prior" and b.reason in ("unparsable", "tiny", "outside", "empty", "huge", "order")) or b.source == "mllm"
     assert tiny_mllm.answer_format == "qwen2.5"
@@ -161,7 +163,7 @@ def test_mllm_maps_json_answers_back_to_crop_pixels(tiny_mllm, monkeypatch):
     images = [person_image(64, 128)]
     seen = {}
 
-    def scripted(imgs, texts):
+    def scripted(imgs, texts, max_new_tokens=None):
         seen["sizes"] = [im.size for im in imgs]
         seen["texts"] = list(texts)
         # The model input is 224x448 (say); boxes in those pixels.
@@ -174,6 +176,7 @@ def test_mllm_maps_json_answers_back_to_crop_pixels(tiny_mllm, monkeypatch):
         return out, [(224, 448)] * len(texts)
 
     monkeypatch.setattr(tiny_mllm, "generate", scripted)
+    monkeypatch.setattr(tiny_mllm, "ask", "each")
     out = tiny_mllm.ground(images)[0]
     assert seen["sizes"] == [(224, 448)] * 3  # 64x128 crop upscaled to height 448
     assert "Locate the head of the person" in seen["texts"][0]

@@ -84,7 +84,7 @@ def test_mllm_expert_without_the_model_stops_at_once(tmp_path, market):
                         "--out", tmp_path / "g.sqlite")
     assert_one_error(res, "Qwen/Qwen2.5-VL-7B-Instruct is not in the local Hugging Face cache",
                      "the network is unreachable", "hf download Qwen/Qwen2.5-VL-7B-Instruct",
-                     "--model /path/to/folder", "-e pose or -e prior")
+                     "-X model=/path/to/folder", "-e pose or -e prior")
     assert seconds < 60, seconds  # the hub's retries took about 140 s
     assert not (tmp_path / "g.sqlite").exists()
 
@@ -95,7 +95,7 @@ def test_mllm_offline_flag_and_missing_folder(tmp_path, monkeypatch):
 
     for var in NET_VARS:
         monkeypatch.delenv(var, raising=False)
-    with pytest.raises(mllm.MLLMError, match=r"--model .*nowhere: no model folder there \(expected a folder holding config\.json"):
+    with pytest.raises(mllm.MLLMError, match=r"model .*nowhere: no model folder there \(expected a folder holding config\.json"):
         mllm.MLLMExpert(model=str(tmp_path / "nowhere"), device="cpu")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert mllm.network_problem() == "offline mode is set (HF_HUB_OFFLINE=1)"

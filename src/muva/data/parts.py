@@ -52,6 +52,8 @@ class Part:
         union: whether several boxes in one answer (left / right) are joined into one.
         colour: RGB overlay colour in pictures (distinct per part).
         default: whether the part is one of MUVA's default parts.
+        synonyms: other words a model may label the part with in an answer about several
+            parts at once (matched after the phrase; the longest match wins).
     """
 
     name: str
@@ -62,14 +64,24 @@ class Part:
     max_area: float | None = None
     union: bool = False
     default: bool = False
+    synonyms: tuple[str, ...] = ()
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The words naming the part in an answer: its phrase, then its synonyms."""
+        return (self.phrase, *self.synonyms)
 
 
 # The table, top to bottom.  The prior fractions follow typical Market-1501 / DukeMTMC crops.
 _RECORDS: tuple[Part, ...] = (
-    Part("head", "head", (0.30, 0.01, 0.70, 0.17), order=0, colour=(255, 200, 0), max_area=0.35, default=True),
-    Part("upper_body", "upper body", (0.10, 0.15, 0.90, 0.55), order=1, colour=(0, 140, 255), default=True),
-    Part("legs", "legs", (0.15, 0.52, 0.85, 0.95), order=2, colour=(255, 60, 160), union=True, default=True),
-    Part("shoes", "shoes", (0.15, 0.89, 0.85, 1.00), order=3, colour=(60, 220, 60), max_area=0.35, union=True),
+    Part("head", "head", (0.30, 0.01, 0.70, 0.17), order=0, colour=(255, 200, 0), max_area=0.35, default=True,
+         synonyms=("face",)),
+    Part("upper_body", "upper body", (0.10, 0.15, 0.90, 0.55), order=1, colour=(0, 140, 255), default=True,
+         synonyms=("torso", "upper part of the body", "shirt", "jacket", "coat")),
+    Part("legs", "legs", (0.15, 0.52, 0.85, 0.95), order=2, colour=(255, 60, 160), union=True, default=True,
+         synonyms=("lower body", "pants", "trousers", "jeans", "shorts", "skirt")),
+    Part("shoes", "shoes", (0.15, 0.89, 0.85, 1.00), order=3, colour=(60, 220, 60), max_area=0.35, union=True,
+         synonyms=("feet", "foot", "boots", "sneakers", "footwear")),
 )
 
 
@@ -89,6 +101,12 @@ def _check_table(records: Iterable[Part]) -> Mapping[str, Part]:
         values = [getattr(r, attr) for r in table.values()]
         if len(set(values)) != len(values):
             raise PartTableError(f"parts must have distinct {attr}s; got {dict(zip(table, values))}")
+    named: dict[str, str] = {}
+    for rec in table.values():
+        for term in rec.terms:
+            other = named.setdefault(term.lower(), rec.name)
+            if other != rec.name:
+                raise PartTableError(f"{term!r} names both {other!r} and {rec.name!r}; a phrase or synonym must name one part")
     return MappingProxyType(table)
 
 

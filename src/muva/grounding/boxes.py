@@ -44,31 +44,41 @@ class PartBox:
         score: confidence in [0, 1] given by the expert (the fallback keeps its own).
         source: name of the expert that produced ``box`` (e.g. ``pose`` or ``prior``).
         reason: why the proposing expert's box was replaced, or ``None`` when kept.
+        via: how the expert got the answer, when it has several ways (the MLLM expert:
+            ``joint`` = one answer for every part of the crop, ``single`` = a question
+            about this part alone); ``None`` otherwise.  Kept on fallback boxes too: it
+            tells which question's answer was rejected.
     """
 
     box: Box
     score: float = 1.0
     source: str = "prior"
     reason: str | None = None
+    via: str | None = None
 
     def to_json(self) -> dict:
         out = {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 4), "source": self.source}
         if self.reason:
             out["reason"] = self.reason
+        if self.via:
+            out["via"] = self.via
         return out
 
     @classmethod
     def from_json(cls, obj: Mapping) -> "PartBox":
-        return cls(tuple(float(v) for v in obj["box"]), float(obj.get("score", 1.0)), str(obj.get("source", "?")), obj.get("reason"))
+        return cls(tuple(float(v) for v in obj["box"]), float(obj.get("score", 1.0)), str(obj.get("source", "?")), obj.get("reason"),
+                   obj.get("via"))
 
 
 @dataclass
 class Proposal:
-    """An expert's raw answer for one part: a box (or None) and a score, with an optional reason."""
+    """An expert's raw answer for one part: a box (or None) and a score, with an optional reason
+    and the way it was asked (:attr:`PartBox.via`)."""
 
     box: Box | None
     score: float = 1.0
     reason: str | None = None
+    via: str | None = None
 
 
 def _default_max_area() -> dict[str, float]:
@@ -200,6 +210,7 @@ def validate_parts(
     rules = rules or ValidationRules()
     kept: dict[str, tuple[Box, float]] = {}
     reasons: dict[str, str] = {}
+    via = {p: prop.via for p, prop in proposals.items() if prop is not None}
     for part in parts:
         prop = proposals.get(part)
         if prop is None or prop.box is None:
@@ -218,8 +229,8 @@ def validate_parts(
     for part in parts:
         if part in kept:
             box, score = kept[part]
-            out[part] = PartBox(box, min(max(score, 0.0), 1.0), source, None)
+            out[part] = PartBox(box, min(max(score, 0.0), 1.0), source, None, via.get(part))
         else:
             fb = fallback[part]
-            out[part] = PartBox(fb.box, fb.score, fb.source, reasons.get(part, "missing"))
+            out[part] = PartBox(fb.box, fb.score, fb.source, reasons.get(part, "missing"), via.get(part))
     return out

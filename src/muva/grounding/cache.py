@@ -310,9 +310,10 @@ class GroundingCache:
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict:
-        """Counts per status, and per part: boxes per source expert and fallback reasons."""
+        """Counts per status, and per part: boxes per source expert, fallback reasons and the way asked (``via``)."""
         per_part: dict[str, Counter] = {}
         reasons: dict[str, Counter] = {}
+        ways: dict[str, Counter] = {}
         statuses: Counter = Counter()
         errors: Counter = Counter()
         for entry in self:
@@ -324,12 +325,15 @@ class GroundingCache:
                 per_part.setdefault(part, Counter())[box.source] += 1
                 if box.reason:
                     reasons.setdefault(part, Counter())[box.reason] += 1
+                if box.via:
+                    ways.setdefault(part, Counter())[box.via] += 1
         return {
             "entries": sum(statuses.values()),
             "statuses": dict(statuses),
             "errors": dict(errors),
             "sources": {p: dict(c) for p, c in per_part.items()},
             "reasons": {p: dict(c) for p, c in reasons.items()},
+            "via": {p: dict(c) for p, c in ways.items()},
         }
 
 

@@ -13,7 +13,6 @@ from typer.core import TyperGroup
 
 from muva.data.parts import PART_NAMES
 from muva.utils.errors import UsageError
-from muva.utils.geometry import patch_grid
 
 
 class _DefaultRunGroup(TyperGroup):
@@ -99,6 +98,7 @@ def _from_config(path: Path, datasets: List[str], expert: Optional[str], root: O
 
 @ground_app.command("run")
 def run(
+    ctx: typer.Context,
     datasets: List[str] = typer.Argument(None, help="Dataset folder(s) (Market layout, synthetic domain, image folder) or registered name(s) with --root; "
                                          "with -c, default: the config's data.sources."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="An experiment config: its grounding: section (expert, options, caches, dir), "
@@ -115,11 +115,19 @@ def run(
     parts: Optional[str] = typer.Option(None, "--parts", help=f"Comma-separated parts ({', '.join(PART_NAMES)}); default: every part the expert "
                                         "can ground (a cache serves any subset). An existing cache keeps its parts and gains the new ones."),
     splits: str = typer.Option("train,query,gallery", "--splits", help="Splits to ground (MUVA trains on train only)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only shard i of n (files .shard-i-of-n.sqlite; join with merge)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process only shard i of n (files .shard-i-of-n.sqlite; join with merge). "
+                                        "Under torchrun the ranks shard by themselves."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per expert call and per transaction."),
     workers: int = typer.Option(2, "--workers", help="Threads decoding images ahead of the expert."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Stop after this many new images (trial runs)."),
     redo: bool = typer.Option(False, "--redo", help="Recompute images already in the cache."),
+    nproc: int = typer.Option(1, "--nproc-per-node", min=1, help="Ground in N local processes (torchrun's launcher), one shard and one GPU "
+                              "(cuda:LOCAL_RANK) each; rank 0 merges the shards into the cache. Same as torchrun --nproc_per_node N -m muva ground run ..."),
+    keep_shards: bool = typer.Option(False, "--keep-shards", help="Under torchrun / --nproc-per-node: keep each process's shard file after the merge "
+                                     "(default: deleted once the merged cache is written)."),
+    estimate: bool = typer.Option(False, "--estimate", help="Ground a small sample into a temporary cache (the real one is not touched) and "
+                                  "print crops/s and the projected time of this whole command."),
+    estimate_images: int = typer.Option(32, "--estimate-images", min=1, help="With --estimate: images timed after the warm-up batch."),
     expert_option: Optional[List[str]] = typer.Option(
         None, "--expert-option", "-X", metavar="KEY=VALUE",
         help="Option of the chosen expert, repeatable (e.g. -X threads=2, -X model=tiny-random, -X masks=m.pkl); "
@@ -136,15 +144,32 @@ def run(
     grid: Optional[str] = typer.Option(None, "--grid", help="= -X grid=[ROWS,COLS] (import; here ROWSxCOLS).", rich_help_panel=_DEPRECATED),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Compute one box per part for every image and store them in a resumable cache."""
+    """Compute one box per part for every image and store them in a resumable cache.
+
+    Under torchrun (torchrun --nproc_per_node N [--nnodes M ...] -m muva ground run ...) each process grounds the shard of
+    its global rank on its own GPU; rank 0 merges the shards into the cache (shared output folder for several nodes).
+    """
+    import os
+
     from rich.console import Console
-    from rich.markup import escape
 
     from muva.grounding.cache import default_cache_path, parse_shard, shard_path
+    from muva.grounding.distributed import torchrun_ranks
     from muva.grounding.experts import EXPERTS, options_dict
-    from muva.grounding.run import ground_images, parts_to_ground
+    from muva.grounding.run import parts_to_ground
+    from muva.utils.console import is_secondary_rank
 
-    console = Console()
+    launching = nproc > 1 and "RANK" not in os.environ and not estimate
+    if launching and shard:
+        raise UsageError("--shard and --nproc-per-node both split the images: give one of them")
+    ranks = torchrun_ranks()
+    if ranks is not None and shard:
+        raise UsageError("--shard and torchrun both split the images: under torchrun each process takes the shard of its rank; "
+                         "leave --shard out")
+    if ranks is not None and estimate:
+        raise UsageError("--estimate measures one process: run it without torchrun (its projection is for one device; "
+                         "N identical devices take about 1/N of it)")
+    console = Console(quiet=is_secondary_rank())  # under torchrun rank 0 speaks for all
     datasets = list(datasets or [])
     section, base_opts, model_parts = None, None, ()
     if config is not None:
@@ -167,31 +192,174 @@ def run(
     sets = _image_sets(datasets, root, [s.strip() for s in splits.split(",") if s.strip()], dataset_option, console, base_opts)
     jobs = []
     for spec, images in zip(datasets, sets):
-        target = out or _config_cache(spec, images.name, section) or default_cache_path(images.name, name)
+        target = Path(out or _config_cache(spec, images.name, section) or default_cache_path(images.name, name))
         if shard_spec and out is None:
             target = shard_path(target, shard_spec)
-        jobs.append((images, Path(target), parts_to_ground(requested, target)))
+        if ranks is not None:
+            from muva.grounding.distributed import sharded_parts
+
+            job_parts = sharded_parts(requested, target, ranks.world_size)
+        else:
+            job_parts = parts_to_ground(requested, target)
+        jobs.append((images, target, job_parts))
+    if launching:  # everything checked: start the processes that do the work
+        from muva.utils.distributed import launch
+
+        raise typer.Exit(launch(nproc, ["-m", "muva", *_relaunch_args(ctx, drop={"nproc"})]))
     built: dict = {}
+
+    def expert_for(job_parts: tuple[str, ...], opts=options):
+        if job_parts not in built:  # usually one expert: every cache gets the same parts
+            built[job_parts] = _build(name, job_parts, options_dict(opts))
+        return built[job_parts]
+
+    run_kw = dict(batch_size=batch_size, workers=workers, limit=limit, redo=redo, progress=progress)
     try:
-        for images, target, job_parts in jobs:
-            if job_parts not in built:  # usually one expert: every cache gets the same parts
-                built[job_parts] = _build(name, job_parts, options_dict(options))
-            exp = built[job_parts]
-            summary = ground_images(images, exp, target, shard=shard_spec, batch_size=batch_size, workers=workers, limit=limit, redo=redo, progress=progress)
-            if summary.widened_from:
-                console.print(f"[yellow]note:[/] {escape(str(target))} held parts {', '.join(summary.widened_from)}; it now holds "
-                              f"{', '.join(job_parts)} (its images were grounded again)", highlight=False)
-            console.print(
-                f"[bold]{images.name}[/]: {summary.in_shard:,} image(s) in scope, {summary.already_done:,} already cached, "
-                f"{summary.processed:,} processed ({summary.unreadable} unreadable) in {summary.seconds:.1f}s "
-                f"({summary.rate:.1f} img/s) → {escape(str(target))} (parts: {', '.join(job_parts)})", highlight=False
-            )
-        for exp in built.values():
-            for line in exp.notes():
-                console.print(f"[yellow]{line}[/]")
+        if estimate:
+            _print_estimate(console, name, jobs, expert_for, estimate_images, shard_spec, nproc, run_kw)
+        elif ranks is not None:
+            _run_on_ranks(console, ranks, jobs, options, expert_for, keep_shards, run_kw)
+        else:
+            from muva.grounding.run import ground_images
+
+            for images, target, job_parts in jobs:
+                summary = ground_images(images, expert_for(job_parts), target, shard=shard_spec, **run_kw)
+                _print_summary(console, images, target, job_parts, summary)
+            for exp in built.values():
+                for line in exp.notes():
+                    console.print(f"[yellow]{line}[/]")
     finally:
         for exp in built.values():
             exp.close()
+
+
+def _print_summary(console, images, target: Path, job_parts, summary, processes: int = 1) -> None:
+    """The summary line of one cache (with a note first when the run added parts to it)."""
+    from rich.markup import escape
+
+    if summary.widened_from:
+        console.print(f"[yellow]note:[/] {escape(str(target))} held parts {', '.join(summary.widened_from)}; it now holds "
+                      f"{', '.join(job_parts)} (its images were grounded again)", highlight=False)
+    by = f" by {processes} processes" if processes > 1 else ""
+    console.print(
+        f"[bold]{escape(images.name)}[/]: {summary.in_shard:,} image(s) in scope, {summary.already_done:,} already cached, "
+        f"{summary.processed:,} processed ({summary.unreadable} unreadable){by} in {summary.seconds:.1f}s "
+        f"({summary.rate:.1f} img/s) → {escape(str(target))} (parts: {', '.join(job_parts)})", highlight=False
+    )
+
+
+def _run_on_ranks(console, ranks, jobs, options, expert_for, keep_shards: bool, run_kw: dict) -> None:
+    """This process's share of a torchrun run: its shard of every cache, then (rank 0) the merge and the summary."""
+    from rich.markup import escape
+
+    from muva.grounding.cache import shard_path
+    from muva.grounding.distributed import RankSession, ranked_options
+
+    options = ranked_options(options, ranks)  # cuda:LOCAL_RANK for an expert on CUDA
+    with RankSession(ranks, device=str(getattr(options, "device", "cpu"))) as session:
+        for images, target, job_parts in jobs:
+            session.ground(images, expert_for(job_parts, options), target, **run_kw)
+        merged = session.finish(keep_shards=keep_shards)
+    for job in merged:
+        _print_summary(console, job.images, job.target, job.parts, job.summary, ranks.world_size)
+        fate = "removed" if job.removed else "kept (--keep-shards)"
+        pattern = shard_path(job.target, ("*", len(job.shards))).name
+        console.print(f"  merged the {len(job.shards)} shard files ({escape(pattern)}) into it: {job.merged['added']:,} new, "
+                      f"{job.merged['replaced']:,} replaced, {job.merged['total']:,} entries in all; the shard files are {fate}", highlight=False)
+    for line in session.notes:
+        console.print(f"[yellow]{escape(line)}[/]", highlight=False)
+
+
+def _duration(seconds: Optional[float]) -> str:
+    """``12.3s``, ``4 min 05s``, ``2 h 10 min``, ``3 d 4 h`` (``?`` when unknown)."""
+    if seconds is None:
+        return "?"
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.1f}s"
+    m, sec = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m} min {sec:02d}s"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h} h {m:02d} min"
+    d, h = divmod(h, 24)
+    return f"{d} d {h} h"
+
+
+def _print_estimate(console, name: str, jobs, expert_for, sample: int, shard_spec, nproc: int, run_kw: dict) -> None:
+    """``--estimate``: time a sample in a temporary cache and print the projection as a table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from muva.grounding.run import estimate_run
+
+    est = estimate_run(jobs, expert_for, sample=sample, shard=shard_spec, batch_size=run_kw["batch_size"], workers=run_kw["workers"],
+                       limit=run_kw["limit"], redo=run_kw["redo"])
+    rate = est.rate
+    where = "one process on this hardware" + (f", shard {shard_spec[0]}/{shard_spec[1]}" if shard_spec else "")
+    table = Table(title=f"estimate: {escape(name)} expert, {where}", title_justify="left", title_style="bold")
+    for col in ("dataset", "cache", "in scope", "cached", "to ground", "projected"):
+        table.add_column(col, justify="left" if col in ("dataset", "cache") else "right")
+    for row in est.rows:
+        table.add_row(escape(row.name), escape(str(row.target)), f"{row.in_scope:,}", f"{row.cached:,}", f"{row.todo:,}",
+                      _duration(row.todo / rate if rate > 0 else (0.0 if not row.todo else None)))
+    if len(est.rows) > 1:
+        table.add_row("[bold]all[/]", "", f"{sum(r.in_scope for r in est.rows):,}", f"{sum(r.cached for r in est.rows):,}",
+                      f"{est.todo:,}", f"[bold]{_duration(est.projected_seconds)}[/]")
+    console.print(table)
+    if not est.todo:
+        console.print("nothing left to ground: every image in scope is cached (--redo grounds them again)")
+        return
+    if est.rate_includes_warmup:
+        measured = f"measured on the only {est.warmup} image(s) left, warm-up included"
+    else:
+        measured = f"measured on {est.sampled} image(s)"
+    console.print(f"rate: [bold]{rate:.1f} crops/s[/], {measured} (batch {est.batch_size}, {est.workers} decode thread(s))", highlight=False)
+    if not est.rate_includes_warmup:
+        console.print(f"warm-up, not in the rate: building the expert {_duration(est.load_seconds)}, a first batch of {est.warmup} "
+                      f"image(s) {_duration(est.warmup_seconds)}", highlight=False)
+    line = f"projected: [bold]{_duration(est.projected_seconds)}[/] for {est.todo:,} image(s) left, in this one process"
+    if nproc > 1 and est.projected_seconds is not None:
+        line += f"; with --nproc-per-node {nproc} on {nproc} identical devices about {_duration(est.projected_seconds / nproc)}"
+    else:
+        line += "; N identical devices under torchrun take about 1/N of it"
+    console.print(line, highlight=False)
+    console.print("nothing was written to the caches (the sample went to a temporary cache, now deleted)")
+
+
+def _relaunch_args(ctx: typer.Context, drop: set) -> list[str]:
+    """The command line of this ``muva ... ground run`` again, for the processes --nproc-per-node starts.
+
+    Only the options the user gave are repeated (in their long form), with the plugin
+    imports of the root command first; ``drop`` names parameters left out.
+    """
+    root = ctx.find_root()
+    args: list[str] = []
+    for plugin in root.params.get("plugins") or []:
+        args += ["--import", str(plugin)]
+    args += ["ground", "run"]
+    positional: list[str] = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name) if param.name else None
+        if param.name in drop or source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):  # (typer's own click enum: by name)
+            continue
+        value = ctx.params.get(param.name)
+        if param.param_type_name == "argument":
+            positional += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value]) if v is not None]
+            continue
+        flag = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            if value:
+                args.append(flag)
+            elif param.secondary_opts:
+                args.append(max(param.secondary_opts, key=len))
+        elif getattr(param, "multiple", False):
+            for v in value or []:
+                args += [flag, str(v)]
+        elif value is not None:
+            args += [flag, str(value)]
+    return args + positional
 
 
 def _build(name: str, parts: tuple[str, ...], options: dict):
@@ -216,175 +384,8 @@ def _config_cache(spec: str, dataset_name: str, section) -> Optional[Path]:
     return grounding_cache_for(spec, dataset_name, section)
 
 
-@ground_app.command("experts")
-def experts(
-    name: Optional[str] = typer.Argument(None, help="One expert (default: all)."),
-) -> None:
-    """List the grounding experts and their options (set with 'muva ground run -e NAME -X KEY=VALUE')."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from muva.grounding.experts import EXPERTS, option_infos
-
-    names = [EXPERTS.canonical(name)] if name else EXPERTS.names()  # an unknown name is a RegistryError
-    con = Console()
-    for n in names:
-        aliases = EXPERTS.aliases_of(n)
-        title = f"{n}" + (f" (also: {', '.join(aliases)})" if aliases else "") + f": {EXPERTS.summaries.get(n, '')}"
-        infos = option_infos(n)
-        if not infos:
-            con.print(f"[bold]{escape(title)}[/]\n  no options\n", highlight=False)
-            continue
-        table = Table(title=escape(title), title_justify="left", title_style="bold")
-        for col in ("option", "type", "default", "help"):
-            table.add_column(col)
-        for i in infos:
-            table.add_row(i.name, escape(i.type), escape(i.default), escape(i.help))
-        con.print(table)
-
-
-@ground_app.command("stats")
-def stats(
-    cache: Path = typer.Argument(..., help="A cache file written by muva ground run."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-) -> None:
-    """Per part: how many boxes came from each expert, and why the others fell back."""
-    import json
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from muva.grounding.cache import GroundingCache
-
-    with GroundingCache.open(cache, readonly=True) as c:
-        st, meta = c.stats(), c.meta
-    if as_json:
-        typer.echo(json.dumps({"meta": meta, **st}, indent=2))
-        return
-    con = Console()
-    con.print(f"[bold]{cache}[/]: expert {meta.get('expert')}, dataset {meta.get('dataset')}, root {meta.get('root')}")
-    con.print(f"entries {st['entries']:,}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st["statuses"].items())))
-    if st["errors"]:
-        con.print("unreadable: " + ", ".join(f"{k} {v}" for k, v in st["errors"].items()))
-    table = Table(title="boxes per part", caption="after the sources: why boxes fell back; 'empty': imported masks kept empty")
-    table.add_column("part")
-    sources = sorted({s for c in st["sources"].values() for s in c})
-    reasons = sorted({r for c in st["reasons"].values() for r in c})
-    for s in sources:
-        table.add_column(f"from {s}", justify="right")
-    for r in reasons:
-        table.add_column(f"{r}", justify="right")
-    for part in meta.get("parts", []):
-        table.add_row(part, *[f"{st['sources'].get(part, {}).get(s, 0):,}" for s in sources], *[f"{st['reasons'].get(part, {}).get(r, 0):,}" for r in reasons])
-    con.print(table)
-
-
-@ground_app.command("show")
-def show(
-    cache: Path = typer.Argument(..., help="A cache file written by muva ground run."),
-    out: Path = typer.Option(Path("runs/grounding/show.png"), "--out", "-o", help="PNG to write."),
-    count: int = typer.Option(24, "--count", "-n", help="Number of images."),
-    select: str = typer.Option("random", "--select", help="random | first | fallback (images with at least one fallback part)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random selection."),
-    columns: int = typer.Option(8, "--columns", help="Tiles per row."),
-    input_size: str = typer.Option("256x128", "--input-size", help="Model input HxW for the patch masks."),
-    stride: int = typer.Option(16, "--stride", help="Patch stride."),
-    min_fraction: float = typer.Option(0.5, "--min-fraction", help="Share of a patch inside a box to belong to the part."),
-    scale: int = typer.Option(1, "--scale", help="Enlarge tiles by this factor."),
-) -> None:
-    """Write a PNG grid of images with their part boxes and patch masks overlaid."""
-    import random
-
-    from rich.console import Console
-
-    from muva.grounding.cache import GroundingCache
-    from muva.grounding.masks import boxes_to_patch_masks
-    from muva.grounding.run import load_image
-    from muva.grounding.views import render_grid, save_png
-
-    hw = _size(input_size)
-    with GroundingCache.open(cache, readonly=True) as c:
-        parts, root = c.parts(), c.root
-        entries = [e for e in c if e.status == "ok"]
-    if select == "fallback":
-        entries = [e for e in entries if any(b.reason for b in e.boxes.values())]
-    elif select == "random":
-        random.Random(seed).shuffle(entries)
-    elif select != "first":
-        raise UsageError(f"--select must be random, first or fallback, not {select!r}")
-    items = []
-    for e in entries:
-        if len(items) >= count:
-            break
-        path = Path(e.path) if Path(e.path).is_absolute() or root is None else root / e.path
-        img, err = load_image(str(path))
-        if img is None:
-            continue
-        m = e.patch_masks(parts, patch_grid(hw, stride=stride))
-        if m is None:
-            m = boxes_to_patch_masks(e.boxes, img.size, hw, stride, parts, min_fraction)
-        items.append((img, e.boxes, m, Path(e.path).name))
-    if not items:
-        raise UsageError(f"no readable image to show from {cache} (selection {select!r}; images are looked up under {root})")
-    save_png(render_grid(items, parts, input_size=hw, stride=stride, columns=columns, scale=scale), out)
-    Console().print(f"wrote {out} ({len(items)} images)")
-
-
-@ground_app.command("eval")
-def evaluate(
-    caches: List[Path] = typer.Argument(..., help="Cache file(s) to score (one row block per cache)."),
-    gt: Path = typer.Option(..., "--gt", help="Ground truth: parts.jsonl of muva synth."),
-    include_occluded: bool = typer.Option(False, "--include-occluded", help="Also score parts marked occluded."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
-) -> None:
-    """Score caches against ground-truth boxes: mean IoU per part and share with IoU ≥ 0.5."""
-    import json
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from muva.grounding.evaluate import score_cache
-
-    table = Table(title=f"IoU against {gt}")
-    for col in ("cache", "expert", "matched", "part", "mean IoU", "IoU≥0.5", "own boxes", "own mean IoU"):
-        table.add_column(col, justify="left" if col in ("cache", "expert", "part") else "right")
-    results = []
-    for cache in caches:
-        scores, info = score_cache(cache, gt, include_occluded=include_occluded)
-        if info["matched"] == 0:
-            raise UsageError(f"no image of {gt} is in {cache}: ground the same dataset folder that holds this parts.jsonl")
-        for i, s in enumerate(scores.values()):
-            table.add_row(
-                str(cache) if i == 0 else "", str(info["expert"]) if i == 0 else "", f"{info['matched']}/{info['truth']}" if i == 0 else "",
-                s.part, f"{s.mean_iou:.3f}", f"{100 * s.hit_rate:.1f}%", f"{s.own_n}", f"{s.own_mean_iou:.3f}",
-            )
-        mean = sum(s.mean_iou for s in scores.values()) / max(1, len(scores))
-        table.add_row("", "", "", "[bold]mean[/]", f"[bold]{mean:.3f}[/]", "", "", "")
-        results.append({"cache": str(cache), **info, "parts": [s.to_dict() for s in scores.values()], "mean_iou": mean})
-    Console().print(table)
-    if json_out:
-        from muva.utils.io import atomic_write_text
-
-        atomic_write_text(json_out, json.dumps(results, indent=2))
-
-
-@ground_app.command("merge")
-def merge(
-    out: Path = typer.Argument(..., help="The joined cache file (created or extended)."),
-    shards: List[Path] = typer.Argument(..., help="Shard cache files to join."),
-) -> None:
-    """Join shard caches (written with --shard i/n) into one cache."""
-    from rich.console import Console
-
-    from muva.grounding.cache import merge_caches
-
-    counts = merge_caches(out, shards)
-    Console().print(
-        f"merged {counts['inputs']} file(s) into {out}: {counts['added']:,} added, {counts['upgraded']} upgraded "
-        f"(unreadable → ok), {counts['duplicates']} duplicate(s) skipped; {counts['total']:,} entries in all"
-    )
-
-
 def register(app: typer.Typer) -> None:
+    import muva.grounding.answers.commands  # noqa: F401 - adds 'muva ground import-answers' to ground_app
+    import muva.grounding.review.commands  # noqa: F401 - adds experts, stats, show, eval, merge
+
     app.add_typer(ground_app, name="ground")

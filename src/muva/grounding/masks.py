@@ -32,11 +32,17 @@ def _coverage(lo: float, hi: float, starts: np.ndarray, size: float) -> np.ndarr
 
 
 def _under(v: float, stride: int, n: int) -> list[int]:
-    """Patch indices whose closed span [k*stride, (k+1)*stride] contains v (two on a border)."""
+    """Patch indices whose closed span [k*stride, (k+1)*stride] contains v (two on a border).
+
+    "On a border" allows 1e-9 of a patch: a box and its mirror image (``W - x``) differ by
+    rounding, and must still get mirrored patches.
+    """
     k = v / stride
-    idx = {int(np.floor(k))}
-    if k == np.floor(k):
-        idx.add(int(k) - 1)
+    near = round(k)
+    if abs(k - near) <= 1e-9:
+        idx = {int(near), int(near) - 1}
+    else:
+        idx = {int(np.floor(k))}
     return sorted(i for i in idx if 0 <= i < n) or [min(max(int(k), 0), n - 1)]
 
 

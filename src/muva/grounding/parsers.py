@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from muva.data.parts import get_part
+
 Box = tuple[float, float, float, float]
 
 FORMATS = ("qwen2.5", "rel1000", "cogvlm", "florence2", "gdino")
@@ -130,20 +132,35 @@ def _json_boxes(obj: Any) -> list[tuple[Box, str | None, float]]:
 
 
 # ----------------------------------------------------------------------------- formats
-def parse_qwen25(answer: str, image_size: tuple[int, int], input_size: tuple[int, int] | None = None, *, label: str | None = None, combine: str = "first") -> ParsedBox:
-    """Qwen2.5-VL JSON boxes in pixels of the model input (``input_size`` = (W, H) the
-    processor resized to; None = the crop itself) → crop pixels."""
+# Each format's reader turns an answer into candidates (box in crop pixels, label, score), or
+# raises _Unparsable.  A single-part parse combines the candidates (label-matching first);
+# a multi-part parse (parse_parts) hands each candidate to the part its label names.
+Cand = tuple[Box, "str | None", float]
+
+
+class _Unparsable(ValueError):
+    pass
+
+
+def _text(answer: Any) -> str:
     if not isinstance(answer, str) or not answer.strip():
-        return _fail("empty answer")
-    obj = _load_json_like(answer)
+        raise _Unparsable("empty answer")
+    return answer
+
+
+def _scaled(cands: list[Cand], sx: float, sy: float) -> list[Cand]:
+    return [(_scale(b, sx, sy), lab, sc) for b, lab, sc in cands]
+
+
+def _read_qwen25(answer: Any, image_size: tuple[int, int], input_size: tuple[int, int] | None) -> list[Cand]:
+    obj = _load_json_like(_text(answer))
     if obj is None:
-        return _fail("no JSON value")
-    picked = _combine(_json_boxes(obj), label, combine)
-    if picked is None:
-        return _fail("no bbox_2d with four numbers")
-    w, h = image_size
-    iw, ih = input_size or image_size
-    return ParsedBox(_scale(picked[0], w / iw, h / ih), picked[1])
+        raise _Unparsable("no JSON value")
+    cands = _json_boxes(obj)
+    if not cands:
+        raise _Unparsable("no bbox_2d with four numbers")
+    (w, h), (iw, ih) = image_size, input_size or image_size
+    return _scaled(cands, w / iw, h / ih)
 
 
 _QWEN2_BOX = re.compile(r"<\|box_start\|>\s*\(\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*\)\s*,\s*\(\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*\)\s*<\|box_end\|>")
@@ -152,11 +169,9 @@ _INTERNVL_BOX = re.compile(r"<box>\s*\[\[(.*?)\]\]\s*</box>", re.S)
 _INTERNVL_REF = re.compile(r"<ref>(.*?)</ref>\s*<box>")
 
 
-def parse_rel1000(answer: str, image_size: tuple[int, int], *, label: str | None = None, combine: str = "first") -> ParsedBox:
-    """Boxes in 0–1000 relative coordinates (Qwen2-VL tokens, InternVL tags, Qwen3-VL JSON)."""
-    if not isinstance(answer, str) or not answer.strip():
-        return _fail("empty answer")
-    cands: list[tuple[Box, str | None, float]] = []
+def _read_rel1000(answer: Any, image_size: tuple[int, int], input_size=None) -> list[Cand]:
+    answer = _text(answer)
+    cands: list[Cand] = []
     refs = _QWEN2_REF.findall(answer)
     for i, m in enumerate(_QWEN2_BOX.finditer(answer)):
         box = _num4(m.groups())
@@ -164,7 +179,7 @@ def parse_rel1000(answer: str, image_size: tuple[int, int], *, label: str | None
             cands.append((_ordered(box), refs[i] if i < len(refs) else None, 1.0))
     refs = _INTERNVL_REF.findall(answer)
     for i, m in enumerate(_INTERNVL_BOX.finditer(answer)):
-        for j, chunk in enumerate(re.split(r"\]\s*,\s*\[", m.group(1))):
+        for chunk in re.split(r"\]\s*,\s*\[", m.group(1)):
             box = _num4(chunk.split(","))
             if box:
                 cands.append((_ordered(box), refs[i] if i < len(refs) else None, 1.0))
@@ -172,38 +187,39 @@ def parse_rel1000(answer: str, image_size: tuple[int, int], *, label: str | None
         obj = _load_json_like(answer)
         if obj is not None:
             cands = _json_boxes(obj)
-    picked = _combine(cands, label, combine)
-    if picked is None:
-        return _fail("no 0-1000 box found")
+    if not cands:
+        raise _Unparsable("no 0-1000 box found")
     w, h = image_size
-    return ParsedBox(_scale(picked[0], w / 1000.0, h / 1000.0), picked[1])
+    return _scaled(cands, w / 1000.0, h / 1000.0)
 
 
 _COG_BOXES = re.compile(r"\[\[([\d\s,;.]+)\]\]")
 
 
-def parse_cogvlm(answer: str, image_size: tuple[int, int], *, label: str | None = None, combine: str = "first") -> ParsedBox:
-    """CogVLM grounding answers ``[[x0,y0,x1,y1]]`` (thousandths, ``;`` between boxes)."""
-    if not isinstance(answer, str) or not answer.strip():
-        return _fail("empty answer")
-    cands: list[tuple[Box, str | None, float]] = []
+def _read_cogvlm(answer: Any, image_size: tuple[int, int], input_size=None) -> list[Cand]:
+    """``[[x0,y0,x1,y1]]`` thousandths; a box's label is the text since the previous box
+    ("the head [[…]] and the legs [[…]]")."""
+    answer = _text(answer)
+    cands: list[Cand] = []
+    last = 0
     for m in _COG_BOXES.finditer(answer):
+        label = answer[last : m.start()].strip(" ,.;:\n") or None
+        last = m.end()
         for chunk in m.group(1).split(";"):
             box = _num4([v for v in chunk.split(",") if v.strip()])
             if box:
-                cands.append((_ordered(box), None, 1.0))
-    picked = _combine(cands, None, combine)
-    if picked is None:
-        return _fail("no [[x0,y0,x1,y1]] found")
+                cands.append((_ordered(box), label, 1.0))
+    if not cands:
+        raise _Unparsable("no [[x0,y0,x1,y1]] found")
     w, h = image_size
-    return ParsedBox(_scale(picked[0], w / 1000.0, h / 1000.0), 1.0)
+    return _scaled(cands, w / 1000.0, h / 1000.0)
 
 
 _FLORENCE_LOC = re.compile(r"([^<]*?)((?:<loc_\d+>){4})")
 
 
-def parse_florence2(answer: Any, image_size: tuple[int, int], *, label: str | None = None, combine: str = "first") -> ParsedBox:
-    """Florence-2 phrase grounding: post-processed dict (pixels) or raw ``<loc_k>`` text (0–999 bins)."""
+def _read_florence2(answer: Any, image_size: tuple[int, int], input_size=None) -> list[Cand]:
+    """Post-processed dict (pixels) or raw ``<loc_k>`` text (0–999 bins)."""
     w, h = image_size
     if isinstance(answer, str):
         obj = _load_json_like(answer) if answer.lstrip().startswith("{") else None
@@ -214,14 +230,15 @@ def parse_florence2(answer: Any, image_size: tuple[int, int], *, label: str | No
                 # Bin k covers [k, k+1) thousandths: its centre is (k + 0.5) / 1000.
                 box = ((bins[0] + 0.5) * w / 1000, (bins[1] + 0.5) * h / 1000, (bins[2] + 0.5) * w / 1000, (bins[3] + 0.5) * h / 1000)
                 cands.append((_ordered(box), phrase.strip() or None, 1.0))
-            picked = _combine(cands, label, combine)
-            return ParsedBox(picked[0], picked[1]) if picked else _fail("no <loc_> box found")
+            if not cands:
+                raise _Unparsable("no <loc_> box found")
+            return cands
         answer = obj
     if not isinstance(answer, dict):
-        return _fail("expected a dict or <loc_> text")
+        raise _Unparsable("expected a dict or <loc_> text")
     inner = answer.get("<CAPTION_TO_PHRASE_GROUNDING>", answer.get("<OPEN_VOCABULARY_DETECTION>", answer))
     if not isinstance(inner, dict):
-        return _fail("no grounding result in the dict")
+        raise _Unparsable("no grounding result in the dict")
     boxes = inner.get("bboxes") or []
     labels = inner.get("labels") or inner.get("bboxes_labels") or []
     cands = []
@@ -230,16 +247,17 @@ def parse_florence2(answer: Any, image_size: tuple[int, int], *, label: str | No
         if box:
             lab = labels[i] if i < len(labels) and isinstance(labels[i], str) else None
             cands.append((_ordered(box), lab, 1.0))
-    picked = _combine(cands, label, combine)
-    return ParsedBox(picked[0], picked[1]) if picked else _fail("no bboxes in the dict")
+    if not cands:
+        raise _Unparsable("no bboxes in the dict")
+    return cands
 
 
-def parse_gdino(answer: Any, image_size: tuple[int, int], *, label: str | None = None, combine: str = "best") -> ParsedBox:
-    """Grounding DINO raw boxes: normalised (cx, cy, w, h), with optional scores / labels."""
+def _read_gdino(answer: Any, image_size: tuple[int, int], input_size=None) -> list[Cand]:
+    """Raw boxes: normalised (cx, cy, w, h), with optional scores / labels."""
     if isinstance(answer, str):
         answer = _load_json_like(answer)
         if answer is None:
-            return _fail("no JSON value")
+            raise _Unparsable("no JSON value")
     if isinstance(answer, dict):
         boxes, scores, labels = answer.get("boxes"), answer.get("scores"), answer.get("labels") or answer.get("text_labels")
     else:
@@ -251,9 +269,9 @@ def parse_gdino(answer: Any, image_size: tuple[int, int], *, label: str | None =
     if _num4(boxes) is not None:
         boxes = [boxes]
     if not isinstance(boxes, (list, tuple)):
-        return _fail("no boxes")
+        raise _Unparsable("no boxes")
     w, h = image_size
-    cands = []
+    cands: list[Cand] = []
     for i, raw in enumerate(boxes):
         b = _num4(raw)
         if b is None:
@@ -266,39 +284,133 @@ def parse_gdino(answer: Any, image_size: tuple[int, int], *, label: str | None =
             score = min(max(float(scores[i]), 0.0), 1.0)
         lab = labels[i] if isinstance(labels, (list, tuple)) and i < len(labels) and isinstance(labels[i], str) else None
         cands.append((((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h), lab, score))
-    picked = _combine(cands, label, combine)
-    return ParsedBox(picked[0], picked[1]) if picked else _fail("no (cx, cy, w, h) box")
+    if not cands:
+        raise _Unparsable("no (cx, cy, w, h) box")
+    return cands
 
 
-PARSERS: dict[str, Callable[..., ParsedBox]] = {
-    "qwen2.5": parse_qwen25,
-    "rel1000": parse_rel1000,
-    "cogvlm": parse_cogvlm,
-    "florence2": parse_florence2,
-    "gdino": parse_gdino,
+READERS: dict[str, Callable[..., list[Cand]]] = {
+    "qwen2.5": _read_qwen25,
+    "rel1000": _read_rel1000,
+    "cogvlm": _read_cogvlm,
+    "florence2": _read_florence2,
+    "gdino": _read_gdino,
 }
 ALIASES = {"qwen25": "qwen2.5", "qwen2_5": "qwen2.5", "qwen2": "rel1000", "qwen3": "rel1000", "internvl": "rel1000", "florence": "florence2", "grounding-dino": "gdino"}
+# gdino answers carry scores: pick the best box; the others list boxes in the model's order.
+_DEFAULT_COMBINE = {"gdino": "best"}
+
+
+def format_key(fmt: str) -> str:
+    """The canonical name of an answer format (aliases accepted); a ``ValueError`` for an unknown one."""
+    key = ALIASES.get(fmt.lower(), fmt.lower())
+    if key not in READERS:
+        raise ValueError(f"unknown answer format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return key
+
+
+def candidates(answer: Any, fmt: str, image_size: tuple[int, int], *, input_size: tuple[int, int] | None = None) -> list[Cand] | ParsedBox:
+    """Every box of an answer as ``(box in crop pixels, label or None, score)``; a failed
+    :class:`ParsedBox` with the reason when there is none.  Never raises on bad answers."""
+    key = format_key(fmt)
+    try:
+        return READERS[key](answer, image_size, input_size)
+    except _Unparsable as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # a reader bug must not stop a long run: record it as unparsable
+        return _fail(f"{type(exc).__name__}: {exc}")
 
 
 def parse_answer(answer: Any, fmt: str, image_size: tuple[int, int], *, input_size: tuple[int, int] | None = None, label: str | None = None, combine: str | None = None) -> ParsedBox:
-    """Parse an answer of format ``fmt`` (see :data:`FORMATS`) into crop pixels; never raises on bad answers.
+    """Parse an answer of format ``fmt`` (see :data:`FORMATS`) about one part into crop pixels; never raises on bad answers.
 
     ``input_size`` (W, H) is only used by ``qwen2.5`` (pixels of the resized model input).
     ``combine``: ``first`` box, ``union`` of all (label-matching) boxes, or ``best`` score;
     None = the format's default (``best`` for gdino, which gives scores; else ``first``).
     """
-    key = ALIASES.get(fmt.lower(), fmt.lower())
-    if key not in PARSERS:
-        raise ValueError(f"unknown answer format {fmt!r}; choose from {', '.join(FORMATS)}")
-    kwargs: dict = {"label": label}
-    if combine is not None:
-        kwargs["combine"] = combine
-    try:
-        if key == "qwen2.5":
-            return parse_qwen25(answer, image_size, input_size, **kwargs)
-        return PARSERS[key](answer, image_size, **kwargs)
-    except Exception as exc:  # a parser bug must not stop a long run: record it as unparsable
-        return _fail(f"{type(exc).__name__}: {exc}")
+    key = format_key(fmt)
+    cands = candidates(answer, key, image_size, input_size=input_size)
+    if isinstance(cands, ParsedBox):
+        return cands
+    picked = _combine(cands, label, combine or _DEFAULT_COMBINE.get(key, "first"))
+    return ParsedBox(picked[0], picked[1]) if picked else _fail("no box")
+
+
+def _bound(fmt: str, with_input: bool = False) -> Callable[..., ParsedBox]:
+    """``parse_<fmt>(answer, image_size[, input_size], label=, combine=)``: :func:`parse_answer` for one format."""
+
+    def parse(answer: Any, image_size: tuple[int, int], input_size: tuple[int, int] | None = None, *, label: str | None = None,
+              combine: str | None = None) -> ParsedBox:
+        return parse_answer(answer, fmt, image_size, input_size=input_size if with_input else None, label=label, combine=combine)
+
+    parse.__doc__ = f"One part's box from a {fmt} answer (see :func:`parse_answer`)."
+    return parse
+
+
+parse_qwen25 = _bound("qwen2.5", with_input=True)
+parse_rel1000 = _bound("rel1000")
+parse_cogvlm = _bound("cogvlm")
+parse_florence2 = _bound("florence2")
+parse_gdino = _bound("gdino")
+PARSERS: dict[str, Callable[..., ParsedBox]] = {"qwen2.5": parse_qwen25, "rel1000": parse_rel1000, "cogvlm": parse_cogvlm,
+                                               "florence2": parse_florence2, "gdino": parse_gdino}
+
+
+# ----------------------------------------------------------------------------- several parts in one answer
+def _words(text: str) -> list[str]:
+    """Lower-case words, plural ``s`` dropped (``Shoes`` → ``shoe``), ``_`` as a space."""
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in re.findall(r"[a-z]+", text.lower().replace("_", " "))]
+
+
+def _contains(words: list[str], term: list[str]) -> bool:
+    n = len(term)
+    return n > 0 and any(words[i : i + n] == term for i in range(len(words) - n + 1))
+
+
+def match_part(label: str | None, terms: dict[str, Sequence[str]]) -> str | None:
+    """The part whose longest term (phrase or synonym) the label contains; None when no term
+    matches or two parts match equally well (``"body"`` alone names no part)."""
+    if not label:
+        return None
+    words = _words(label)
+    best: dict[str, int] = {}
+    for part, names in terms.items():
+        lengths = [len(t) for t in (_words(n) for n in names) if _contains(words, t)]
+        if lengths:
+            best[part] = max(lengths)
+    if not best:
+        return None
+    top = max(best.values())
+    winners = [p for p, n in best.items() if n == top]
+    return winners[0] if len(winners) == 1 else None
+
+
+def parse_parts(answer: Any, fmt: str, image_size: tuple[int, int], parts: Sequence[str], *,
+                input_size: tuple[int, int] | None = None) -> dict[str, ParsedBox]:
+    """One answer naming several parts → a box per part (crop pixels); never raises on bad answers.
+
+    Each box goes to the part its label names (:func:`match_part` over the part records'
+    phrase and synonyms); boxes without a label, or whose label names no part of ``parts``
+    or several equally, are left out.  A part with several boxes takes their union when its
+    record says so (left and right legs), else the best scored (the first on ties).  Parts
+    no box names get a failed :class:`ParsedBox` saying so, so the caller can ask about
+    them again.
+    """
+    records = [get_part(p) for p in parts]
+    terms = {r.name: r.terms for r in records}
+    cands = candidates(answer, fmt, image_size, input_size=input_size)
+    if isinstance(cands, ParsedBox):
+        return {p: cands for p in terms}
+    named: dict[str, list[Cand]] = {p: [] for p in terms}
+    for cand in cands:
+        part = match_part(cand[1], terms)
+        if part is not None:
+            named[part].append(cand)
+    out = {}
+    for rec in records:
+        picked = _combine(named[rec.name], None, "union" if rec.union else "best")
+        out[rec.name] = ParsedBox(picked[0], picked[1]) if picked else _fail(f"no box labelled {rec.phrase!r} in the answer")
+    return out
 
 
 def union_of(boxes: Sequence[Box]) -> Box:

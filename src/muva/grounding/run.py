@@ -2,15 +2,20 @@
 
     records → (skip keys already cached, keep this shard) → decode in threads →
     expert.entries(keys, images) → one SQLite transaction per batch
+
+:func:`estimate_run` grounds a small sample into a temporary cache and projects the time of
+the whole run (``muva ground run --estimate``); :mod:`muva.grounding.distributed` runs
+:func:`ground_images` once per torchrun rank, on that rank's shard.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Sequence
 
 from PIL import Image
 
@@ -122,6 +127,28 @@ def parts_to_ground(requested: Sequence[str], cache_path: str | Path) -> tuple[s
     return tuple(p for p in PART_NAMES if p in wanted)
 
 
+def covered_keys(cache_path: str | Path, parts: Sequence[str]) -> set[str]:
+    """Keys of the cache at ``cache_path`` whose entry is final for ``parts`` (read only; ``set()`` without a file).
+
+    As :meth:`GroundingCache.keys_covering` after a run opened the cache with ``parts``: when
+    the cache lacks some of them, only the entries that hold every part (or are unreadable) count.
+    """
+    if not Path(cache_path).is_file():
+        return set()
+    with GroundingCache.open(cache_path, readonly=True) as cache:
+        if set(parts) <= set(cache.parts()):
+            return cache.keys_covering(parts)
+        want = set(parts)
+        return {e.path for e in cache if e.status != "ok" or want <= set(e.boxes) | set(e.masks or {})}
+
+
+def check_cache_fits(cache_path: str | Path, images: ImageSet, expert) -> None:
+    """Raise the run's own :class:`GroundingCacheError` now when the cache at ``cache_path`` was written
+    for another dataset root or expert (nothing is written; no file is fine)."""
+    if Path(cache_path).is_file():
+        GroundingCache.open(cache_path, readonly=True, meta={"root": str(images.root), "expert": expert.name}).close()
+
+
 @dataclass
 class RunSummary:
     total: int
@@ -131,6 +158,7 @@ class RunSummary:
     unreadable: int
     seconds: float
     widened_from: list[str] | None = None  # the cache's parts before this run added some
+    entries: int = 0  # entries in the cache file when the run ended
 
     @property
     def rate(self) -> float:
@@ -149,6 +177,8 @@ def ground_images(
     redo: bool = False,
     progress: bool = True,
     extra_meta: dict | None = None,
+    skip: Collection[str] = frozenset(),
+    desc: str | None = None,
 ) -> RunSummary:
     """Ground every image of ``images`` not yet in the cache ``out``; returns counts.
 
@@ -159,6 +189,9 @@ def ground_images(
         workers: threads decoding images ahead of the expert.
         limit: stop after this many new images (for trials).
         redo: recompute images already in the cache.
+        skip: keys to leave out as if cached (those already final in the merged cache of a
+            sharded run, see :mod:`muva.grounding.distributed`); ignored with ``redo``.
+        desc: the progress bar's label (default: expert, dataset and shard).
     """
     meta = {"root": str(images.root), "parts": list(expert.parts), "expert": expert.name, "dataset": images.name, "settings": expert.describe()}
     if shard:
@@ -171,13 +204,13 @@ def ground_images(
         keyed = [(cache.key(p), p) for p in images.paths]
         if shard:
             keyed = [kp for kp in keyed if shard_of(kp[0], shard[1]) == shard[0]]
-        done = set() if redo else cache.keys_covering(expert.parts)
+        done = set() if redo else cache.keys_covering(expert.parts) | set(skip)
         todo = [kp for kp in keyed if kp[0] not in done]
         already = len(keyed) - len(todo)
         if limit is not None:
             todo = todo[:limit]
         processed = unreadable = 0
-        desc = f"{expert.name} on {images.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
+        desc = desc or f"{expert.name} on {images.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(desc, total=len(todo), disable=not progress) as advance:
             # Decode up to two batches ahead of the expert.
             batches = list(_batched(todo, bs))
@@ -193,7 +226,8 @@ def ground_images(
                 processed += len(entries)
                 unreadable += sum(e.status != "ok" for e in entries)
                 advance(len(entries))
-    return RunSummary(len(images.paths), len(keyed), already, processed, unreadable, time.perf_counter() - t0, widened)
+        entries_now = len(cache)
+    return RunSummary(len(images.paths), len(keyed), already, processed, unreadable, time.perf_counter() - t0, widened, entries_now)
 
 
 def _entries_for(expert, batch: Sequence[tuple[str, str]], decoded: Sequence[tuple]) -> list[CacheEntry]:
@@ -213,3 +247,127 @@ def iter_sizes(paths: Iterable[str]) -> Iterator[tuple[int, int] | None]:
                 yield im.size
         except Exception:
             yield None
+
+
+# ---------------------------------------------------------------------- cost estimate
+@dataclass
+class EstimateRow:
+    """One cache of an estimated run: images in scope, already final in the cache, left to ground."""
+
+    name: str
+    target: Path
+    in_scope: int
+    cached: int
+    todo: int
+
+
+@dataclass
+class Estimate:
+    """What :func:`estimate_run` measured: the rate after warm-up, and what is left to ground."""
+
+    rows: list[EstimateRow]
+    sampled: int  # images timed (after the warm-up)
+    warmup: int  # images of the untimed warm-up batch
+    sample_seconds: float
+    warmup_seconds: float
+    load_seconds: float  # building the expert(s): model files, interpreters
+    batch_size: int
+    workers: int
+    unreadable: int = 0  # unreadable images met in the sample and warm-up
+
+    @property
+    def todo(self) -> int:
+        return sum(r.todo for r in self.rows)
+
+    @property
+    def rate_includes_warmup(self) -> bool:
+        """Too few images left for a timed sample after the warm-up: the rate is the warm-up's."""
+        return self.sampled == 0 and self.warmup > 0
+
+    @property
+    def rate(self) -> float:
+        """Images (crops) per second."""
+        if self.sampled:
+            return self.sampled / self.sample_seconds if self.sample_seconds > 0 else float("inf")
+        if self.warmup:
+            return self.warmup / self.warmup_seconds if self.warmup_seconds > 0 else float("inf")
+        return 0.0
+
+    @property
+    def projected_seconds(self) -> float | None:
+        """Time to ground what is left in this one process (None when nothing could be measured)."""
+        if not self.todo:
+            return 0.0
+        return self.todo / self.rate if self.rate > 0 else None
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``k`` indices of ``range(n)`` spread evenly (all of them when ``k >= n``)."""
+    if k >= n:
+        return list(range(n))
+    return [int(i * n / k) for i in range(k)]
+
+
+def estimate_run(
+    jobs: Sequence[tuple[ImageSet, str | Path, Sequence[str]]],
+    expert_for: Callable[[tuple[str, ...]], object],
+    *,
+    sample: int = 32,
+    shard: tuple[int, int] | None = None,
+    batch_size: int | None = None,
+    workers: int = 2,
+    limit: int | None = None,
+    redo: bool = False,
+) -> Estimate:
+    """Ground a sample of what a run would ground into a temporary cache and project the whole run's time.
+
+    ``jobs`` are ``(images, cache path, parts)`` as the run would write them; ``expert_for(parts)``
+    builds (or returns) the expert of those parts — its build time is reported apart.  The images
+    left are those of the scope (``shard``) not final in their cache (unless ``redo``), at most
+    ``limit`` per cache.  One untimed batch (at most ``sample`` images) warms the expert up;
+    the next ``sample`` images, picked evenly over everything left, are timed.  The real caches
+    are only read (a cache written for another root or expert is the run's own error); the
+    temporary cache is deleted on return.
+    """
+    rows: list[EstimateRow] = []
+    left: list[tuple[int, str]] = []  # (job index, image path) of every image left to ground
+    load_s = 0.0
+    experts: dict[tuple[str, ...], object] = {}
+    with tempfile.TemporaryDirectory(prefix="muva-estimate-") as tmp:
+        scratch = [Path(tmp) / f"sample-{i}.sqlite" for i in range(len(jobs))]
+        for i, (images, target, parts) in enumerate(jobs):
+            parts = tuple(parts)
+            if parts not in experts:
+                t0 = time.perf_counter()
+                experts[parts] = expert_for(parts)
+                load_s += time.perf_counter() - t0
+            expert = experts[parts]
+            check_cache_fits(target, images, expert)
+            done = set() if redo else covered_keys(target, expert.parts)
+            with GroundingCache.open(scratch[i], meta={"root": str(images.root)}) as cache:  # keys as the run makes them
+                keyed = [(cache.key(p), p) for p in images.paths]
+            if shard:
+                keyed = [kp for kp in keyed if shard_of(kp[0], shard[1]) == shard[0]]
+            remaining = [p for k, p in keyed if k not in done]
+            todo = remaining if limit is None else remaining[:limit]
+            rows.append(EstimateRow(images.name, Path(target), len(keyed), len(keyed) - len(remaining), len(todo)))
+            left.extend((i, p) for p in todo)
+        bs = max(1, batch_size or max(getattr(e, "batch_size", 8) for e in experts.values()))
+        warm_n = min(bs, sample, max(1, len(left) // 2), len(left))  # leaves images for a timed sample when there are 2+
+        picked = [left[j] for j in _spread(len(left), warm_n + sample)]
+        warm, timed = picked[:warm_n], picked[warm_n:]
+
+        def ground(chosen: list[tuple[int, str]]) -> tuple[float, int]:
+            seconds, unreadable = 0.0, 0
+            for i, (images, _, parts) in enumerate(jobs):
+                paths = [p for j, p in chosen if j == i]
+                if paths:
+                    s = ground_images(ImageSet(images.name, images.root, paths), experts[tuple(parts)], scratch[i], batch_size=batch_size,
+                                      workers=workers, redo=True, progress=False)
+                    seconds += s.seconds
+                    unreadable += s.unreadable
+            return seconds, unreadable
+
+        warm_s, bad_warm = ground(warm)
+        timed_s, bad_timed = ground(timed)
+    return Estimate(rows, len(timed), len(warm), timed_s, warm_s, load_s, bs, max(1, workers), bad_warm + bad_timed)

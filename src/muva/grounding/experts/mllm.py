@@ -1,37 +1,37 @@
-"""The MLLM expert: a vision-language model (``transformers``) asked where each part is.
+"""The MLLM expert: a vision-language model (``transformers``) asked where the parts are.
 
-Default: Qwen2.5-VL-7B-Instruct (``size="3b"`` selects the 3B model; ``model=`` any
-Hugging Face id or local folder of an image-text-to-text model).  For every crop and
-every part one question is asked; the answer is parsed by :mod:`muva.grounding.parsers`
-and mapped back to crop pixels.  Small re-ID crops (128×256 or less) are upscaled so
-their height is at least ``upscale_to`` pixels before asking — MLLMs see too few vision
-tokens otherwise.
+Models: Qwen2.5-VL (``family=qwen2.5``, default, 7B; ``size=3b|7b|32b|72b``) or Qwen3-VL
+(``family=qwen3``, 8B; ``size=2b|4b|8b|32b``), or any Hugging Face id or local folder of
+an image-text-to-text model (``model=``).  Small re-ID crops (128×256 or less) are
+upscaled so their height is at least ``upscale_to`` pixels before asking — MLLMs see too
+few vision tokens otherwise.
 
-Prompts (``prompt=``):
+How it asks (``ask=``):
 
-* ``qwen`` — "Locate the <part> of the person in the image and output its bbox
-  coordinates in JSON format." (Qwen2.5-VL's grounding style; answers in pixels of the
-  processor's resized input, recovered from ``image_grid_thw``);
-* ``muva`` — MUVA's instruction, "Guide me to the location of the <part> of the person
-  within the image by providing its bounding boxes" (CogVLM grounding style, answers
-  ``[[x0,y0,x1,y1]]`` in thousandths).
+* ``joint`` — one question naming every part per crop, so **one generation per crop**; the
+  answer's boxes go to the parts their labels name (:func:`muva.grounding.parsers.parse_parts`).
+  A part the answer does not give is asked again on its own (a second, smaller batch).
+* ``each`` — one question per part (MUVA's way: ``len(parts)`` generations per crop).
+* ``auto`` (default) — ``joint``, except ``each`` with ``prompt=muva`` (the paper's instruction
+  is about one part).
+
+Every box records the way it was asked (:attr:`muva.grounding.boxes.PartBox.via`:
+``joint`` or ``single``), ``muva ground stats`` counts them, and the run's notes give the
+generations per crop.  Prompts: :mod:`muva.grounding.experts.mllm_prompts`.
 
 Answer format (``answer_format=``): ``auto`` picks from the model type (Qwen2.5-VL →
-``qwen2.5``; Qwen2-VL / Qwen3-VL / InternVL → ``rel1000``; else ``cogvlm``) and falls
-back to the other formats when the first finds no box.
+``qwen2.5``, pixels of the resized input recovered from ``image_grid_thw``; Qwen2-VL /
+Qwen3-VL / InternVL → ``rel1000``; else ``cogvlm``) and falls back to the other formats when
+the first finds no box.
 
 Offline: a Hugging Face id is looked up in the local cache first when downloads cannot
-happen (``MUVA_OFFLINE`` / ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` set, or the hub
-does not accept a TCP connection within a second or two); absent there, :class:`MLLMError`
-says so at once instead of the hub retrying every file for minutes.
+happen (:mod:`muva.grounding.experts.hub`); absent there, :class:`MLLMError` says so at once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Sequence, get_args
 
 from PIL import Image
@@ -39,17 +39,24 @@ from PIL import Image
 from muva.data.parts import DEFAULT_PARTS, get_part
 from muva.grounding.boxes import Fallback, Proposal, ValidationRules
 from muva.grounding.experts.base import GroundingExpert
-from muva.grounding.experts.mllm_tiny import build_tiny_qwen25vl
+from muva.grounding.experts.mllm_tiny import build_tiny_qwen25vl, build_tiny_qwen3vl
 from muva.grounding.experts.spec import option, register_expert
-from muva.grounding.parsers import FORMATS, parse_answer
-from muva.utils.errors import MuvaError
-from muva.utils.network import hub_offline, network_problem  # noqa: F401 - network_problem is part of this module's API
+from muva.grounding.experts.hub import ModelLoadError, load_pretrained
+from muva.grounding.experts.mllm_prompts import PROMPTS, joint_question, question  # noqa: F401 - question is part of this module's API
+from muva.grounding.parsers import FORMATS, parse_answer, parse_parts
+from muva.utils.network import network_problem  # noqa: F401 - network_problem is part of this module's API
 
-MODEL_IDS = {"7b": "Qwen/Qwen2.5-VL-7B-Instruct", "3b": "Qwen/Qwen2.5-VL-3B-Instruct"}
-PROMPTS = {
-    "qwen": "Locate the {phrase} of the person in the image and output its bbox coordinates in JSON format.",
-    "muva": "Guide me to the location of the {phrase} of the person within the image by providing its bounding boxes",
+MODEL_IDS = {
+    "qwen2.5": {"3b": "Qwen/Qwen2.5-VL-3B-Instruct", "7b": "Qwen/Qwen2.5-VL-7B-Instruct", "32b": "Qwen/Qwen2.5-VL-32B-Instruct",
+                "72b": "Qwen/Qwen2.5-VL-72B-Instruct"},
+    "qwen3": {"2b": "Qwen/Qwen3-VL-2B-Instruct", "4b": "Qwen/Qwen3-VL-4B-Instruct", "8b": "Qwen/Qwen3-VL-8B-Instruct",
+              "32b": "Qwen/Qwen3-VL-32B-Instruct"},
 }
+DEFAULT_SIZE = {"qwen2.5": "7b", "qwen3": "8b"}
+# Tiny random models with the real architecture and processor, built offline (smoke tests, benchmarks).
+TINY_MODELS = {"tiny-random": build_tiny_qwen25vl, "tiny-random-qwen3": build_tiny_qwen3vl}
+# Answer length limits when max_new_tokens=0: one part's JSON entry is ~25 tokens.
+_AUTO_TOKENS_SINGLE, _AUTO_TOKENS_PER_PART = 64, 40
 # The answer formats a generative model can produce as text.  ``gdino`` (Grounding DINO's
 # box tensors) is a detector's output, not a text answer: its parser stays for importing
 # such answers (muva.grounding.parsers), but this expert does not offer it.
@@ -59,31 +66,8 @@ assert set(ANSWER_FORMATS) <= set(FORMATS), "every MLLM answer format needs a pa
 _FORMAT_BY_MODEL_TYPE = {"qwen2_5_vl": "qwen2.5", "qwen2_vl": "rel1000", "qwen3_vl": "rel1000", "qwen3_vl_moe": "rel1000", "internvl": "rel1000"}
 
 
-class MLLMError(MuvaError, RuntimeError):
+class MLLMError(ModelLoadError):
     """The vision-language model cannot be loaded or run."""
-
-
-def _in_hub_cache(model_id: str) -> bool:
-    """Whether the Hugging Face cache holds this model (its config.json; the weights are checked on loading)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache  # lazy: comes with transformers (muva[mllm])
-    except ImportError:  # pragma: no cover - transformers depends on it
-        return False
-    found = try_to_load_from_cache(model_id, "config.json")
-    return isinstance(found, str) and os.path.isfile(found)
-
-
-def _fix(model_id: str) -> str:
-    return (f"Fix: download it on a machine with internet (`hf download {model_id}`) and copy its Hugging Face cache "
-            "folder here (HF_HOME); or pass a local copy with --model /path/to/folder; or use an expert that needs no "
-            "model download: -e pose or -e prior.")
-
-
-def question(part: str, prompt: str = "qwen") -> str:
-    """The question asked for one part."""
-    if prompt not in PROMPTS:
-        raise ValueError(f"unknown prompt style {prompt!r}; choose from {', '.join(PROMPTS)}")
-    return PROMPTS[prompt].format(phrase=get_part(part).phrase)
 
 
 def upscale(image, upscale_to: int):
@@ -99,54 +83,80 @@ def upscale(image, upscale_to: int):
 class MLLMOptions:
     """Options of the MLLM expert."""
 
-    model: str | None = option(None, "Hugging Face id or local folder (default: Qwen2.5-VL of size; tiny-random = offline smoke test)")
-    size: Literal["7b", "3b"] = option("7b", "Qwen2.5-VL size when no model is given")
-    prompt: Literal["qwen", "muva"] = option("qwen", "qwen (JSON pixel boxes) or muva (MUVA's CogVLM-style instruction)")
+    model: str | None = option(None, "Hugging Face id or local folder (default: the family's model of size; "
+                               "tiny-random / tiny-random-qwen3 = offline smoke test)")
+    family: Literal["qwen2.5", "qwen3"] = option("qwen2.5", "model family when no model is given: qwen2.5 (Qwen2.5-VL) or qwen3 (Qwen3-VL)")
+    size: str = option("auto", "model size when no model is given: qwen2.5 3b/7b/32b/72b (auto = 7b), qwen3 2b/4b/8b/32b (auto = 8b)")
+    prompt: Literal["qwen", "muva"] = option("qwen", "qwen (JSON boxes) or muva (MUVA's CogVLM-style instruction)")
+    ask: Literal["auto", "joint", "each"] = option("auto", "joint = one question naming every part (one generation per crop; "
+                                                   "parts it misses asked again alone), each = one per part, auto = joint (each with prompt=muva)")
     answer_format: AnswerFormat = option("auto", "how answers are parsed; auto = from the model type")
     upscale_to: int = option(448, "minimum crop height fed to the model (0 = never upscale)")
-    device: str = option("auto", "cuda, cpu or auto (cuda when available)")
+    device: str = option("auto", "cuda, cuda:N, cpu or auto (cuda when available)")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = option("auto", "weights dtype (auto: bfloat16 on GPU, float32 on CPU)")
-    max_new_tokens: int = option(64, "answer length limit in tokens")
+    max_new_tokens: int = option(0, f"answer length limit in tokens (0 = {_AUTO_TOKENS_SINGLE} for one part, "
+                                 f"{_AUTO_TOKENS_PER_PART} per part for a joint question)")
+    min_new_tokens: int = option(0, "generate at least this many tokens (speed measurements with random weights)")
     local_files_only: bool = option(False, "never reach the network (use the local Hugging Face cache)")
 
 
-@register_expert("mllm", aliases=("qwen", "vlm"), summary="a vision-language model (Qwen2.5-VL) asked one question per part")
+def model_id_for(family: str, size: str) -> str:
+    """The Hugging Face id of a family's model of ``size`` (``auto`` = the family's default)."""
+    if family not in MODEL_IDS:
+        raise ValueError(f"unknown model family {family!r}; choose from {', '.join(MODEL_IDS)}")
+    size = DEFAULT_SIZE[family] if size in ("auto", "", None) else str(size).lower()
+    if size not in MODEL_IDS[family]:
+        raise ValueError(f"unknown size {size!r} for {family}; choose from {', '.join(MODEL_IDS[family])}, or pass model=")
+    return MODEL_IDS[family][size]
+
+
+@register_expert("mllm", aliases=("qwen", "vlm"),
+                 summary="a vision-language model (Qwen2.5-VL, Qwen3-VL) asked about every part in one question per crop")
 class MLLMExpert(GroundingExpert):
-    """Ask a vision-language model for each part's box.
+    """Ask a vision-language model for the parts' boxes.
 
     Args:
         parts: parts to ask for.
-        model: Hugging Face id or local folder (default: Qwen2.5-VL of ``size``);
-            ``tiny-random`` builds a tiny random Qwen2.5-VL offline (smoke tests).
-        size: ``7b`` (default) or ``3b``.
-        prompt: ``qwen`` or ``muva`` (see the module doc).
-        answer_format: ``auto`` or one of :data:`ANSWER_FORMATS` (the text formats of
-            :data:`muva.grounding.parsers.FORMATS`).
+        model: Hugging Face id or local folder (default: the ``family``'s model of ``size``);
+            ``tiny-random`` / ``tiny-random-qwen3`` build a tiny random model offline.
+        family, size: see :func:`model_id_for`.
+        prompt: ``qwen`` or ``muva`` (:mod:`~muva.grounding.experts.mllm_prompts`).
+        ask: ``joint``, ``each`` or ``auto`` (see the module doc).
+        answer_format: ``auto`` or one of :data:`ANSWER_FORMATS`.
         upscale_to: minimum crop height fed to the model (0 = never upscale).
-        device: ``cuda``, ``cpu`` or ``auto`` (cuda when available).
+        device: ``cuda``, ``cuda:N``, ``cpu`` or ``auto`` (cuda when available).
         dtype: ``auto`` (bfloat16 on GPU, float32 on CPU), ``bfloat16``, ``float16``, ``float32``.
-        max_new_tokens: answer length limit.
-        batch_size: crops per generate call (each crop asks len(parts) questions).
+        max_new_tokens: answer length limit (0 = automatic, longer for a joint question).
+        min_new_tokens: shortest answer (pins the length when measuring speed with random weights).
+        batch_size: crops per generate call.
         local_files_only: never reach the network (use the local Hugging Face cache).
         model_obj, processor_obj: an already built model / processor (tests, notebooks).
         rules, fallback: validation thresholds and fallback boxes (see :class:`GroundingExpert`).
+
+    Attributes:
+        calls: ``generate`` calls made; generations: sequences generated; crops: crops asked about.
+        paths: crops per way answered — ``joint`` (one answer gave every part), ``joint+single``
+            (some parts asked again), ``single`` (one question per part).
     """
 
     name = "mllm"
-    batch_size = 4
+    batch_size = 8
     Options = MLLMOptions
 
     def __init__(
         self,
         parts: Sequence[str] = DEFAULT_PARTS,
         model: str | None = None,
-        size: str = "7b",
+        family: str = "qwen2.5",
+        size: str = "auto",
         prompt: str = "qwen",
+        ask: str = "auto",
         answer_format: str = "auto",
         upscale_to: int = 448,
         device: str = "auto",
         dtype: str = "auto",
-        max_new_tokens: int = 64,
+        max_new_tokens: int = 0,
+        min_new_tokens: int = 0,
         batch_size: int | None = None,
         local_files_only: bool = False,
         model_obj=None,
@@ -157,16 +167,21 @@ class MLLMExpert(GroundingExpert):
         super().__init__(parts, rules, fallback)
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt style {prompt!r}; choose from {', '.join(PROMPTS)}")
+        if ask not in ("auto", "joint", "each"):
+            raise ValueError(f"unknown ask {ask!r}; choose from auto, joint, each")
         if answer_format != "auto" and answer_format not in ANSWER_FORMATS:
             raise ValueError(f"answer format {answer_format!r} is not one a vision-language model writes; choose from auto, {', '.join(ANSWER_FORMATS)}")
-        if size not in MODEL_IDS and model is None:
-            raise ValueError(f"unknown size {size!r}; choose from {', '.join(MODEL_IDS)} or pass model=")
-        self.model_id = model or MODEL_IDS[size]
+        self.model_id = model or model_id_for(family, size)
         self.prompt = prompt
+        self.ask = ("each" if prompt == "muva" else "joint") if ask == "auto" else ask
+        if len(self.parts) == 1:
+            self.ask = "each"
         self.upscale_to = upscale_to
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
         if batch_size:
             self.batch_size = batch_size
+        self.calls = self.generations = self.crops = 0
+        self.paths: Counter = Counter()
         import torch  # lazy: listing experts imports this module and must not load torch
 
         if device == "auto":
@@ -188,85 +203,112 @@ class MLLMExpert(GroundingExpert):
     def _load(self, dtype: str, local_files_only: bool):
         import torch  # lazy: listing experts imports this module and must not load torch
 
-        if self.model_id == "tiny-random":  # offline smoke test of the whole path
-            return build_tiny_qwen25vl()
-        local = Path(self.model_id).expanduser()
-        if local.exists() or self.model_id.startswith(("/", "./", "../", "~")) or self.model_id.count("/") > 1:
-            if not (local / "config.json").is_file():
-                raise MLLMError(f"--model {self.model_id}: no model folder there (expected a folder holding config.json "
-                                "and the weights, as `hf download` or save_pretrained writes it)")
-            local_files_only = True
-        elif not local_files_only:
-            problem = network_problem()
-            if problem:
-                if not _in_hub_cache(self.model_id):
-                    raise MLLMError(f"the vision-language model {self.model_id} is not in the local Hugging Face cache "
-                                    f"and {problem}, so it cannot be downloaded. {_fix(self.model_id)}")
-                local_files_only = True  # in the cache: read it from there without asking the hub
-        try:
-            from transformers import AutoModelForImageTextToText, AutoProcessor  # lazy: optional (muva[mllm]), heavy
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise MLLMError("the mllm expert needs transformers: pip install 'muva[mllm]'") from exc
+        if self.model_id in TINY_MODELS:  # offline smoke test of the whole path
+            return TINY_MODELS[self.model_id]()
         if dtype == "auto":
             torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         else:
             torch_dtype = getattr(torch, dtype)
-        try:
-            with hub_offline() if local_files_only else contextlib.nullcontext():
-                processor = AutoProcessor.from_pretrained(self.model_id, local_files_only=local_files_only)
-                model = AutoModelForImageTextToText.from_pretrained(self.model_id, dtype=torch_dtype, local_files_only=local_files_only)
-        except Exception as exc:  # noqa: BLE001 - hub, file and config errors come in many types
-            raise MLLMError(
-                f"cannot load {self.model_id!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}). "
-                f"{_fix(self.model_id)} Use --size 3b for a smaller GPU."
-            ) from exc
-        return model, processor
+
+        def load(offline: bool):
+            from transformers import AutoModelForImageTextToText, AutoProcessor  # lazy: optional (muva[mllm]), heavy
+
+            processor = AutoProcessor.from_pretrained(self.model_id, local_files_only=offline)
+            return AutoModelForImageTextToText.from_pretrained(self.model_id, dtype=torch_dtype, local_files_only=offline), processor
+
+        return load_pretrained(self.model_id, load, local_files_only=local_files_only, what="vision-language model",
+                               error=MLLMError, hint="Use -X size=3b (or a smaller size of the family) for a smaller GPU.")
 
     def describe(self) -> dict:
-        return {**super().describe(), "model": self.model_id, "prompt": self.prompt, "answer_format": self.answer_format, "upscale_to": self.upscale_to}
+        return {**super().describe(), "model": self.model_id, "prompt": self.prompt, "ask": self.ask, "answer_format": self.answer_format,
+                "upscale_to": self.upscale_to}
 
     # ------------------------------------------------------------------ generation
-    def generate(self, images: Sequence, texts: Sequence[str]) -> tuple[list[str], list[tuple[int, int]]]:
-        """Ask ``texts[i]`` about ``images[i]``; returns answers and the model-input sizes (W, H)."""
+    def _token_limit(self, parts: int) -> int:
+        if self.max_new_tokens > 0:
+            return self.max_new_tokens
+        return _AUTO_TOKENS_SINGLE if parts == 1 else _AUTO_TOKENS_PER_PART * parts
+
+    def generate(self, images: Sequence, texts: Sequence[str], max_new_tokens: int | None = None) -> tuple[list[str], list[tuple[int, int]]]:
+        """Ask ``texts[i]`` about ``images[i]`` in one batched, left-padded ``generate``; returns
+        the answers and the model-input sizes (W, H)."""
         import torch  # lazy: listing experts imports this module and must not load torch
 
         conversations = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}] for t in texts]
         prompts = [self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
         inputs = self.processor(text=prompts, images=list(images), padding=True, return_tensors="pt").to(self.device)
-        sizes: list[tuple[int, int]] = []
         grid = inputs.get("image_grid_thw")
         if grid is not None:
             patch = getattr(getattr(self.processor, "image_processor", None), "patch_size", 14) or 14
             sizes = [(int(g[2]) * patch, int(g[1]) * patch) for g in grid.tolist()]
         else:
             sizes = [im.size for im in images]
+        limit = max_new_tokens or self._token_limit(1)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            out = self.model.generate(**inputs, max_new_tokens=limit, min_new_tokens=min(self.min_new_tokens, limit), do_sample=False)
+        self.calls += 1
+        self.generations += len(texts)
         new = out[:, inputs["input_ids"].shape[1] :]
         decode = getattr(self.processor, "batch_decode", None) or self.processor.tokenizer.batch_decode
         return decode(new, skip_special_tokens=True), sizes
 
+    def _formats(self) -> list[str]:
+        return [self.answer_format, *self._fallback_formats]
+
     def parse(self, answer: str, part: str, crop_size: tuple[int, int], input_size: tuple[int, int]) -> Proposal:
-        """An answer → a proposal in crop pixels (tries the fallback formats on failure)."""
+        """An answer about one part → a proposal in crop pixels (tries the fallback formats on failure)."""
         record = get_part(part)
         # Parts that may come as several boxes (left / right) are joined (Part.union).
         combine = "union" if record.union else "first"
-        label = record.phrase
-        for fmt in [self.answer_format, *self._fallback_formats]:
-            parsed = parse_answer(answer, fmt, crop_size, input_size=input_size, label=label, combine=combine)
+        for fmt in self._formats():
+            parsed = parse_answer(answer, fmt, crop_size, input_size=input_size, label=record.phrase, combine=combine)
             if parsed.ok:
-                return Proposal(parsed.box, parsed.score)
-        return Proposal(None, 0.0, "unparsable")
+                return Proposal(parsed.box, parsed.score, via="single")
+        return Proposal(None, 0.0, "unparsable", via="single")
+
+    def parse_joint(self, answer: str, crop_size: tuple[int, int], input_size: tuple[int, int]) -> dict[str, Proposal]:
+        """An answer about every part → the proposals of the parts it names (each part from the
+        first format that finds it); parts it does not name are absent."""
+        found: dict[str, Proposal] = {}
+        for fmt in self._formats():
+            for part, parsed in parse_parts(answer, fmt, crop_size, self.parts, input_size=input_size).items():
+                if parsed.ok and part not in found:
+                    found[part] = Proposal(parsed.box, parsed.score, via="joint")
+            if len(found) == len(self.parts):
+                break
+        return found
 
     def propose(self, images: Sequence) -> list[dict[str, Proposal]]:
         asked = [upscale(im, self.upscale_to) for im in images]
-        pairs = [(i, part) for i in range(len(images)) for part in self.parts]
-        answers, sizes = self.generate([asked[i] for i, _ in pairs], [question(p, self.prompt) for _, p in pairs])
-        self.last_answers = answers
         out: list[dict[str, Proposal]] = [{} for _ in images]
-        for (i, part), answer, size in zip(pairs, answers, sizes):
-            out[i][part] = self.parse(answer, part, images[i].size, size)
+        answers: list[str] = []
+        if self.ask == "joint":
+            texts = [joint_question(self.parts, self.prompt)] * len(images)
+            joint, sizes = self.generate(asked, texts, self._token_limit(len(self.parts)))
+            answers += joint
+            for i, (answer, size) in enumerate(zip(joint, sizes)):
+                out[i] = self.parse_joint(answer, images[i].size, size)
+        pending = [(i, part) for i in range(len(images)) for part in self.parts if part not in out[i]]
+        if pending:  # the parts a joint answer missed, or every part when asking about each
+            single, sizes = self.generate([asked[i] for i, _ in pending], [question(p, self.prompt) for _, p in pending])
+            answers += single
+            for (i, part), answer, size in zip(pending, single, sizes):
+                out[i][part] = self.parse(answer, part, images[i].size, size)
+        again = {i for i, _ in pending}
+        for i in range(len(images)):
+            self.paths["single" if self.ask == "each" else "joint+single" if i in again else "joint"] += 1
+        self.crops += len(images)
+        self.last_answers = answers
         return out
+
+    def notes(self) -> list[str]:
+        if not self.crops:
+            return []
+        line = f"{self.generations / self.crops:.2f} generations per crop ({self.generations:,} for {self.crops:,} crops in {self.calls:,} batched calls)"
+        if self.ask == "joint":
+            line += (f"; one joint answer gave every part for {self.paths['joint']:,} crops, "
+                     f"{self.paths['joint+single']:,} had parts asked again alone")
+        return [line]
 
     def close(self) -> None:
         self.model = None
