@@ -23,7 +23,8 @@ its ground-truth boxes (mean IoU per part, share with IoU ≥ 0.5).
 ``--models``: the transformers-backed experts on tiny random models (this CPU), with the
 answer length pinned (``min_new_tokens = max_new_tokens``) to a real answer's length, so
 speed does not depend on what random weights write: per crop one question per part
-(``ask=each``, MUVA's way) against one joint question (``ask=joint``), and the Grounding
+(``ask=each``, MUVA's way) against one joint question (``ask=joint``) — with the same crops
+per call, and with as many sequences per call (3× the crops: the same memory) — and the Grounding
 DINO detector (one forward pass per batch).  Rows: crops/s, generations (or forward
 passes) per crop, speed-up against ``ask=each`` of the same model.  With a CUDA device
 (``--device cuda``, the default when one is there) the same is measured on full-size,
@@ -79,7 +80,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: cores, at most 4)")
     ap.add_argument("--synth", action="store_true", help="also score prior and pose against muva synth ground truth")
     ap.add_argument("--models", action="store_true", help="benchmark the transformers experts (mllm, gdino) only")
-    ap.add_argument("--crops", type=int, default=32, help="--models: crops per measurement")
+    ap.add_argument("--crops", type=int, default=48, help="--models: crops per measurement (a multiple of 3 x --batch)")
     ap.add_argument("--batch", type=int, default=8, help="--models: crops per batch (GPU: try 64-256)")
     ap.add_argument("--device", default=None, help="--models: cpu or cuda (default: cuda when available)")
     ap.add_argument("--full", default="", help="--models: full-size random models to time, comma-separated from "

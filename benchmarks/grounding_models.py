@@ -118,7 +118,14 @@ def bench_models(n: int, batch: int, device: str | None, full: str) -> None:
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\n{n} drawn 128x256 crops, batches of {batch}, on {name}; answers pinned to {SINGLE_TOKENS} tokens "
           f"(one part) / {JOINT_TOKENS} (three parts)\n")
-    rows = []  # (model, plan, crops/s, generations per crop, speed-up vs each)
+    if not device.startswith("cuda"):
+        print("(no CUDA device: full-size models only with --full; the projected hours are for this CPU)\n")
+    print("| model | plan | crops/s | generations (forward passes) per crop | speed-up vs ask=each | MSMT17, hours |")
+    print("|---|---|---:|---:|---:|---:|")
+
+    def row(model: str, plan: str, rate: float, per_crop: float, up: float | None = None) -> None:
+        print(f"| {model} | {plan} | {rate:.2f} | {per_crop:.3f} | {'' if up is None else f'{up:.2f}x'} | {MSMT17 / rate / 3600:.2f} |", flush=True)
+
     mllms = [("tiny Qwen2.5-VL", dict(model="tiny-random")), ("tiny Qwen3-VL", dict(model="tiny-random-qwen3"))]
     for size in ("3b", "7b"):
         if f"qwen2.5-{size}" in full_models:
@@ -130,10 +137,13 @@ def bench_models(n: int, batch: int, device: str | None, full: str) -> None:
         else:
             expert = build_expert("mllm", device=device, batch_size=batch, **kw)
         expert.min_new_tokens = JOINT_TOKENS  # generate() caps it at each call's max_new_tokens
+        wide = batch * len(expert.parts)  # as many sequences per call as ask=each runs
         each_s, each_g = _time_generation(expert, crops, batch, joint=False)
         joint_s, joint_g = _time_generation(expert, crops, batch, joint=True)
-        rows.append((label, "ask=each (one question per part)", n / each_s, each_g / n, 1.0))
-        rows.append((label, "ask=joint (one question per crop)", n / joint_s, joint_g / n, each_s / joint_s))
+        wide_s, wide_g = _time_generation(expert, crops, wide, joint=True)
+        row(label, f"ask=each: one question per part, {batch} crops = {wide} sequences per call", n / each_s, each_g / n, 1.0)
+        row(label, f"ask=joint: one question per crop, {batch} crops = {batch} sequences per call", n / joint_s, joint_g / n, each_s / joint_s)
+        row(label, f"ask=joint, {wide} crops = {wide} sequences per call (same memory as ask=each)", n / wide_s, wide_g / n, each_s / wide_s)
         expert.close()
         del expert
         if device.startswith("cuda"):
@@ -151,11 +161,5 @@ def bench_models(n: int, batch: int, device: str | None, full: str) -> None:
             print(f"{label}: not measured ({type(exc).__name__}: {exc})")
             continue
         secs, calls = _time_detector(expert, crops, batch)
-        rows.append((label, "all phrases, one forward pass per batch", n / secs, calls / n, float("nan")))
-    if not device.startswith("cuda"):
-        print("(no CUDA device: full-size models only with --full; the projected hours are for this CPU)\n")
-    print("| model | plan | crops/s | generations (forward passes) per crop | speed-up vs ask=each | MSMT17, hours |")
-    print("|---|---|---:|---:|---:|---:|")
-    for model, plan, rate, per_crop, up in rows:
-        print(f"| {model} | {plan} | {rate:.2f} | {per_crop:.3f} | {'' if up != up else f'{up:.2f}x'} | {MSMT17 / rate / 3600:.2f} |")
+        row(label, "all phrases, one forward pass per batch", n / secs, calls / n)
     print(f"\nMSMT17 = {MSMT17:,} crops (train + query + gallery); hours = crops / (crops/s) for one process on this device.")

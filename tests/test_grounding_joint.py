@@ -190,3 +190,14 @@ def test_via_is_stored_and_counted_by_the_cache(tmp_path):
         c.add(entry)
         assert c.get("a.jpg").boxes["head"].via == "joint"
         assert c.stats()["via"] == {"head": {"joint": 1}, "legs": {"single": 1}}
+
+
+def test_default_batch_keeps_the_sequences_per_call_and_re_asks_are_chunked(monkeypatch):
+    pytest.importorskip("transformers")
+    joint = build_expert("mllm", model="tiny-random", device="cpu")
+    each = build_expert("mllm", model="tiny-random", device="cpu", ask="each")
+    assert (joint.batch_size, each.batch_size) == (24, 8)  # 24 joint questions = 8 crops x 3 part questions
+    small = build_expert("mllm", model="tiny-random", device="cpu", batch_size=2)
+    calls = _scripted(small, monkeypatch, lambda t: "nothing")
+    small.ground([person_image(64, 128, seed=i) for i in range(2)])
+    assert [len(c) for c in calls] == [2, 2, 2, 2]  # the joint call, then 6 re-asks at most 2 per call

@@ -26,7 +26,7 @@ class _DefaultRunGroup(TyperGroup):
 
 ground_app = typer.Typer(
     cls=_DefaultRunGroup,
-    help="Body-part boxes from a grounding expert (pose, prior, mllm, import): run, experts, stats, show, eval, merge. "
+    help="Body-part boxes from a grounding expert (pose, prior, mllm, gdino, import): run, experts, stats, show, eval, merge, import-answers. "
     "'muva ground DATASET ...' is short for 'muva ground run DATASET ...'.",
     no_args_is_help=True,
 )
@@ -103,7 +103,7 @@ def run(
                                          "with -c, default: the config's data.sources."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="An experiment config: its grounding: section (expert, options, caches, dir), "
                                           "data.sources, data.root and dataset options; flags given here win."),
-    expert: Optional[str] = typer.Option(None, "--expert", "-e", help="prior | pose | mllm | import (or a plugin; default pose, or the config's); "
+    expert: Optional[str] = typer.Option(None, "--expert", "-e", help="prior | pose | mllm | gdino | import (or a plugin; default pose, or the config's); "
                                          "'muva ground experts' lists them with their options."),
     root: Optional[Path] = typer.Option(None, "--root", help="Data root for registered dataset names (default $MUVA_DATA or ./data)."),
     dataset_option: Optional[List[str]] = typer.Option(
@@ -135,11 +135,11 @@ def run(
     ),
     pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="= -X model_path=PATH (pose).", rich_help_panel=_DEPRECATED),
     threads: Optional[int] = typer.Option(None, "--threads", help="= -X threads=N (pose).", rich_help_panel=_DEPRECATED),
-    model: Optional[str] = typer.Option(None, "--model", help="= -X model=ID (mllm).", rich_help_panel=_DEPRECATED),
-    size: Optional[str] = typer.Option(None, "--size", help="= -X size=7b|3b (mllm).", rich_help_panel=_DEPRECATED),
+    model: Optional[str] = typer.Option(None, "--model", help="= -X model=ID (mllm, gdino).", rich_help_panel=_DEPRECATED),
+    size: Optional[str] = typer.Option(None, "--size", help="= -X size=SIZE (mllm, gdino).", rich_help_panel=_DEPRECATED),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="= -X prompt=qwen|muva (mllm).", rich_help_panel=_DEPRECATED),
     answer_format: Optional[str] = typer.Option(None, "--answer-format", help="= -X answer_format=FORMAT (mllm).", rich_help_panel=_DEPRECATED),
-    device: Optional[str] = typer.Option(None, "--device", help="= -X device=cuda|cpu|auto (mllm).", rich_help_panel=_DEPRECATED),
+    device: Optional[str] = typer.Option(None, "--device", help="= -X device=cuda|cpu|auto (mllm, gdino).", rich_help_panel=_DEPRECATED),
     masks: Optional[Path] = typer.Option(None, "--masks", help="= -X masks=PATH.pkl (import).", rich_help_panel=_DEPRECATED),
     grid: Optional[str] = typer.Option(None, "--grid", help="= -X grid=[ROWS,COLS] (import; here ROWSxCOLS).", rich_help_panel=_DEPRECATED),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

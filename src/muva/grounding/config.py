@@ -4,7 +4,7 @@ One section states everything about grounding a run needs, so a grounding run ca
 reproduced from the training config alone (``muva ground run -c CONFIG``)::
 
     grounding:
-      expert: pose                 # prior | pose | mllm | import | a plugin
+      expert: pose                 # prior | pose | mllm | gdino | import | a plugin
       options: {threads: 2}        # the expert's options (as -X KEY=VALUE); see `muva ground experts`
       caches: {}                   # source → cache file (else the default cache)
       dir: null                    # default caches: <dir>/grounding/<dataset>/<expert>.sqlite (default runs, or $MUVA_RUNS)

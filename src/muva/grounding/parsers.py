@@ -357,9 +357,11 @@ PARSERS: dict[str, Callable[..., ParsedBox]] = {"qwen2.5": parse_qwen25, "rel100
 
 
 # ----------------------------------------------------------------------------- several parts in one answer
-def _words(text: str) -> list[str]:
-    """Lower-case words, plural ``s`` dropped (``Shoes`` → ``shoe``), ``_`` as a space."""
-    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in re.findall(r"[a-z]+", text.lower().replace("_", " "))]
+def label_words(label: Any) -> list[str]:
+    """The words of a box label: lowercase, ``_`` as a space, special tokens (``[SEP]``,
+    ``<|im_end|>``) and ``##`` word-piece marks dropped, plural ``s`` cut (``Shoes`` → ``shoe``)."""
+    text = re.sub(r"\[[a-z]+\]|<\|?[a-z_]+\|?>", " ", str(label).lower()).replace("##", "").replace("_", " ")
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in re.findall(r"[a-z]+", text)]
 
 
 def _contains(words: list[str], term: list[str]) -> bool:
@@ -372,10 +374,10 @@ def match_part(label: str | None, terms: dict[str, Sequence[str]]) -> str | None
     matches or two parts match equally well (``"body"`` alone names no part)."""
     if not label:
         return None
-    words = _words(label)
+    words = label_words(label)
     best: dict[str, int] = {}
     for part, names in terms.items():
-        lengths = [len(t) for t in (_words(n) for n in names) if _contains(words, t)]
+        lengths = [len(t) for t in (label_words(n) for n in names) if _contains(words, t)]
         if lengths:
             best[part] = max(lengths)
     if not best:

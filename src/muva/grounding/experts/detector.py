@@ -27,7 +27,6 @@ Crops are resized by the processor (Grounding DINO: shorter side 800, longer sid
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
@@ -38,6 +37,7 @@ from muva.grounding.experts import detector_tiny
 from muva.grounding.experts.base import GroundingExpert
 from muva.grounding.experts.hub import ModelLoadError, load_pretrained, local_only
 from muva.grounding.experts.spec import option, register_expert
+from muva.grounding.parsers import label_words
 
 MODEL_IDS = {
     ("gdino", "tiny"): "IDEA-Research/grounding-dino-tiny",
@@ -60,16 +60,6 @@ class DetectorError(ModelLoadError):
 def prompt_text(parts: Sequence[str]) -> str:
     """Grounding DINO's prompt: the parts' phrases, lowercase, each ending with a dot."""
     return " ".join(f"{get_part(p).phrase.strip().lower().rstrip('.')}." for p in parts)
-
-
-def _stem(word: str) -> str:
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
-
-
-def label_words(label: str) -> list[str]:
-    """The words of a detection label: lowercase, special tokens (``[SEP]``) and ``##`` dropped, plural ``s`` cut."""
-    text = re.sub(r"\[[a-z]+\]|<\|?[a-z_]+\|?>", " ", str(label).lower()).replace("##", "")
-    return [_stem(w) for w in re.findall(r"[a-z]+", text)]
 
 
 def label_parts(label: str, parts: Sequence[str]) -> tuple[str, ...]:

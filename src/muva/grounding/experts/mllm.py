@@ -128,7 +128,8 @@ class MLLMExpert(GroundingExpert):
         dtype: ``auto`` (bfloat16 on GPU, float32 on CPU), ``bfloat16``, ``float16``, ``float32``.
         max_new_tokens: answer length limit (0 = automatic, longer for a joint question).
         min_new_tokens: shortest answer (pins the length when measuring speed with random weights).
-        batch_size: crops per generate call.
+        batch_size: crops per generate call (default 8 with ``ask=each``, 8 × parts with
+            ``ask=joint``: the same sequences, so the same memory, per call).
         local_files_only: never reach the network (use the local Hugging Face cache).
         model_obj, processor_obj: an already built model / processor (tests, notebooks).
         rules, fallback: validation thresholds and fallback boxes (see :class:`GroundingExpert`).
@@ -178,8 +179,9 @@ class MLLMExpert(GroundingExpert):
             self.ask = "each"
         self.upscale_to = upscale_to
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
-        if batch_size:
-            self.batch_size = batch_size
+        # Crops per call.  Default: 8 crops' worth of sequences — 8 with ask=each (8 x parts
+        # sequences), 8 x parts with ask=joint (one sequence each): the same memory per call.
+        self.batch_size = batch_size or (type(self).batch_size * (len(self.parts) if self.ask == "joint" else 1))
         self.calls = self.generations = self.crops = 0
         self.paths: Counter = Counter()
         import torch  # lazy: listing experts imports this module and must not load torch
@@ -289,10 +291,14 @@ class MLLMExpert(GroundingExpert):
             for i, (answer, size) in enumerate(zip(joint, sizes)):
                 out[i] = self.parse_joint(answer, images[i].size, size)
         pending = [(i, part) for i in range(len(images)) for part in self.parts if part not in out[i]]
-        if pending:  # the parts a joint answer missed, or every part when asking about each
-            single, sizes = self.generate([asked[i] for i, _ in pending], [question(p, self.prompt) for _, p in pending])
+        # The parts a joint answer missed (at most as many sequences per call as the joint call
+        # had), or every part when asking about each.
+        chunk = max(self.batch_size, len(images)) if self.ask == "joint" else len(pending)
+        for start in range(0, len(pending), max(1, chunk)):
+            todo = pending[start : start + chunk]
+            single, sizes = self.generate([asked[i] for i, _ in todo], [question(p, self.prompt) for _, p in todo])
             answers += single
-            for (i, part), answer, size in zip(pending, single, sizes):
+            for (i, part), answer, size in zip(todo, single, sizes):
                 out[i][part] = self.parse(answer, part, images[i].size, size)
         again = {i for i, _ in pending}
         for i in range(len(images)):
