@@ -2,7 +2,7 @@
 
 ``muva.utils`` (with the leaves ``muva.registry``, ``muva.config``) ← ``muva.data`` /
 ``muva.evaluation`` ← ``muva.grounding`` | ``muva.models`` | ``muva.losses`` ←
-``muva.engine`` ← ``muva.inference`` | ``muva.viz`` ← ``muva.cli``; the command modules
+``muva.engine`` ← ``muva.inference`` | ``muva.viz`` ← ``muva.serve`` ← ``muva.cli``; the command modules
 (``*/commands.py``) are the CLI layer.  Imports inside functions count as much as
 module-level ones.  A broken contract prints import-linter's report of the offending
 import chains; fix the import (move the shared code down), never the contract.

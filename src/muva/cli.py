@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "muva.data.synth.commands",
     "muva.inference.commands",
     "muva.viz.commands",
+    "muva.serve.commands",
     "muva.grounding.commands",
     "muva.evaluation.commands",
     "muva.models.commands",
