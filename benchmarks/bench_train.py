@@ -8,6 +8,14 @@ backward and an Adam step.  Models are randomly initialised (no download).
     .venv/bin/python benchmarks/bench_train.py                       # CPU: tiny, demo, full (batch 8)
     .venv/bin/python benchmarks/bench_train.py --only tiny demo      # quicker
     .venv/bin/python benchmarks/bench_train.py --device cuda --amp   # GPU: full ViT-B/16, batch 64 (<= 3 min)
+    .venv/bin/python benchmarks/bench_train.py --profile             # operator calls per step, top operators
+    .venv/bin/python benchmarks/bench_train.py --compile --only demo # eager vs torch.compile step time
+    .venv/bin/python benchmarks/bench_train.py --device cuda --amp --compile --compile-mode reduce-overhead  # + CUDA graphs
+
+``--profile`` shows where time goes on any machine: per step, the operator calls of MUVA
+and the baseline (all ``aten::`` calls, and the kernel-like ones by phase — on a GPU each
+is about one kernel launch, so their ratio is the launch-overhead ratio), and the
+operators with the most self time (see ``benchmarks/op_profile.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ def configs():
     return {"tiny": (tiny_config(), 16), "demo": (demo, 32), "full": (full, 8)}
 
 
-def make_step(mcfg, batch: int, device: torch.device, amp: bool, num_classes: int = 64):
+def make_step(mcfg, batch: int, device: torch.device, amp: bool, num_classes: int = 64, compiled: str | None = None):
+    """A stage-2 training step of ``mcfg`` on random tensors; ``compiled``: a torch.compile mode (``None`` = eager)."""
     from muva.engine.config import OptimConfig, Stage2Config
     from muva.engine.optim import build_optimizer
     from muva.engine.stage2 import Stage2Losses
@@ -61,18 +70,28 @@ def make_step(mcfg, batch: int, device: torch.device, amp: bool, num_classes: in
     batch_d = {"pid": y, "mask": masks[:, : model.num_parts]}
     scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
     model.train()
+    forward = compile_model(model, compiled) if compiled else model
+    record = torch.profiler.record_function  # phases for --profile (no cost without a profiler)
 
     def step():
         ctx = torch.autocast(device.type, dtype=torch.float16) if (amp and device.type == "cuda") else torch.autocast("cpu", enabled=False)
-        with ctx:
-            out = model(x)
+        with record("forward"), ctx:
+            out = forward(x)
             total = sum(losses(out, batch_d).values())
         opt.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(opt)
-        scaler.update()
+        with record("backward"):
+            scaler.scale(total).backward()
+        with record("optimizer"):
+            scaler.step(opt)
+            scaler.update()
 
     return step, model
+
+
+def compile_model(model, mode: str):
+    from muva.models import compile_model as compile_fn
+
+    return compile_fn(model, mode)
 
 
 def time_step(step, device, warmup: int, iters: int) -> float:
@@ -96,6 +115,11 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=0, help="timed steps (default: 10 tiny/demo, 3 full CPU, 20 GPU)")
     ap.add_argument("--batch", type=int, default=0, help="batch for the full config (default 8 CPU, 64 GPU)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per model (best kept)")
+    ap.add_argument("--profile", action="store_true",
+                    help="count operator calls per step (torch.profiler) for MUVA and the baseline, and the top operators by time")
+    ap.add_argument("--compile", action="store_true", help="also time each model compiled with torch.compile (compile: true)")
+    ap.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"),
+                    help="torch.compile mode with --compile (compile_mode; reduce-overhead = CUDA graphs)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     load = os.getloadavg()
@@ -103,6 +127,8 @@ def main(argv=None) -> int:
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     cfgs = configs()
     names = args.only or (["full"] if device.type == "cuda" else ["tiny", "demo", "full"])
+    if args.profile:
+        return run_profiles(names, cfgs, device, args)
     rows = []
     for name in names:
         mcfg, batch = cfgs[name]
@@ -114,6 +140,11 @@ def main(argv=None) -> int:
         steps = {}
         for variant, cfg in (("MUVA", mcfg), ("CLIP-ReID", replace(mcfg, parts=[]))):
             steps[variant] = make_step(cfg, batch, device, args.amp)[0]
+            if args.compile:
+                t = time.perf_counter()
+                steps[f"{variant} compiled"] = compiled = make_step(cfg, batch, device, args.amp, compiled=args.compile_mode)[0]
+                compiled()
+                print(f"{name} {variant}: compiled in {time.perf_counter() - t:.0f} s", flush=True)
         peaks = {}
         # alternate the two models in rounds and keep each one's best round: other processes on a
         # shared machine then disturb both alike instead of whichever happened to run second
@@ -128,15 +159,47 @@ def main(argv=None) -> int:
         for variant, sec in timings.items():
             rows.append((name, variant, batch, sec, batch / sec, peaks.get(variant, float("nan"))))
         del steps
-        rows.append((name, "ratio MUVA / CLIP-ReID", batch, timings["MUVA"] / timings["CLIP-ReID"], float("nan"), float("nan")))
+        for suffix in ("", " compiled") if args.compile else ("",):
+            rows.append((name, f"ratio MUVA / CLIP-ReID{suffix}", batch,
+                         timings[f"MUVA{suffix}"] / timings[f"CLIP-ReID{suffix}"], float("nan"), float("nan")))
+        if args.compile:
+            for variant in ("MUVA", "CLIP-ReID"):
+                rows.append((name, f"speed-up compiled / eager {variant}", batch,
+                             timings[variant] / timings[f"{variant} compiled"], float("nan"), float("nan")))
     print(f"\n| config | model | batch | s/step | images/s | peak GPU GiB |\n|---|---|---|---|---|---|")
     for name, variant, batch, sec, ips, peak in rows:
         if variant.startswith("ratio"):
-            print(f"| {name} | **{variant}** | {batch} | **{sec:.2f}×** (target ≤ 1.35×) | | |")
+            print(f"| {name} | **{variant}** | {batch} | **{sec:.2f}×** (target ≤ 1.3×) | | |")
+        elif variant.startswith("speed-up"):
+            print(f"| {name} | {variant} | {batch} | {sec:.2f}× | | |")
         else:
             print(f"| {name} | {variant} | {batch} | {sec:.3f} | {ips:.1f} | {'' if peak != peak else f'{peak:.2f}'} |")
     load = os.getloadavg()
     print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return 0
+
+
+def run_profiles(names, cfgs, device, args) -> int:
+    from op_profile import print_profiles, profile_step
+
+    if args.compile:  # the generated C++ kernels show up in the profile one by one
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True
+    iters = 2
+    rows = []
+    for name in names:
+        mcfg, batch = cfgs[name]
+        if name == "full":
+            batch = args.batch or (64 if device.type == "cuda" else 8)
+        for compiled in (None, args.compile_mode) if args.compile else (None,):
+            for variant, cfg in (("MUVA", mcfg), ("CLIP-ReID", replace(mcfg, parts=[]))):
+                step = make_step(cfg, batch, device, args.amp, compiled=compiled)[0]
+                step()  # (compiles)
+                label = f"{name} (batch {batch}){f', compiled ({compiled})' if compiled else ''}"
+                rows.append((label, variant, profile_step(step, device, iters)))
+                del step
+    print_profiles(rows, iters)
     return 0
 
 

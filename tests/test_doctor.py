@@ -189,3 +189,27 @@ def test_device_checks_against_a_gpu(setup, monkeypatch):
     row = checks(setup, "device=cuda:3")["device"]
     assert row.status == "FAIL" and row.detail == "device=cuda:3 but only 1 GPU(s) are visible (cuda:0..cuda:0)"
     assert checks(setup, "device=auto")["memory"].detail.endswith("(host side)")
+
+
+def test_compile_toolchain_check(setup, monkeypatch):
+    assert "compile" not in checks(setup)  # only with compile=true
+    row = checks(setup, "device=cpu", "compile=true")["compile"]
+    import shutil
+
+    if any(shutil.which(n) for n in ("g++", "c++", "clang++")):
+        assert row.status == "ok" and row.detail.startswith("torch.compile (mode default) has its toolchain on the cpu")
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("muva.models.compile.shutil.which", lambda name: None)
+    row = checks(setup, "device=cpu", "compile=true")["compile"]
+    assert row.status == "FAIL" and "needs a C++ compiler" in row.detail and "compile=false" in row.detail
+
+
+def test_train_with_compile_and_no_compiler_is_one_error_line(setup, tmp_path):
+    """PATH without a C++ compiler: `muva train compile=true` stops before any work, with one line."""
+    env = {k: v for k, v in os.environ.items() if k not in NET_VARS and k != "CXX"}
+    env.update(PATH=str(tmp_path), COLUMNS="200")
+    res = subprocess.run([sys.executable, "-m", "muva", "train", "-c", str(setup["config"]), "compile=true",
+                          f"output.dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "Traceback" not in res.stderr + res.stdout
+    assert "compile=true on CPU needs a C++ compiler" in res.stderr + res.stdout

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, Optional
 from muva.config import load_config
 from muva.data.transform_config import TransformConfig  # re-exported: the config tree's data.transforms
 from muva.grounding.config import GroundingConfig, RENAMED_GROUNDING_KEYS
-from muva.models.config import ModelConfig
+from muva.models.config import COMPILE_MODES, ModelConfig
 
 __all__ = ["TransformConfig", "DataConfig", "ScheduleConfig", "OptimConfig", "DEFAULT_LOSS_WEIGHTS", "Stage1Config", "Stage2Config",
            "EvalConfig", "GroundingConfig", "OutputConfig", "NON_RESULT_KEYS", "EVALUATION_KEYS", "ExperimentConfig", "load_experiment"]
@@ -143,6 +143,8 @@ class ExperimentConfig:
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "fp16", "bf16"] = "fp16"  # GPU only
+    compile: bool = False  # torch.compile the stage-2 training forward (CPU: needs a C++ compiler, CUDA: Triton)
+    compile_mode: Literal[COMPILE_MODES] = "default"  # muva.models.config.COMPILE_MODES; reduce-overhead = CUDA graphs
     max_iters_per_epoch: int = 0  # cap (0 = full epochs); for smoke runs
     data: DataConfig = field(default_factory=DataConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)  # pseudo part masks: expert, options, caches

@@ -9,7 +9,8 @@ Each check gives ``ok``, ``warn`` or ``FAIL`` and one line of detail:
   open_clip's / the Hugging Face cache), else whether a download can happen;
 * free disk space at ``output.dir`` and free memory against rough estimates;
 * the state of the output folder (new, empty, or holding a run: ``--resume`` / ``--overwrite``);
-* the GPU against ``device`` and ``amp``.
+* the GPU against ``device`` and ``amp``;
+* with ``compile: true``, the compiler ``torch.compile`` needs (C++ on a CPU, Triton on a GPU).
 
 Nothing is trained and no weights are loaded (the model is sized on torch's meta device).
 :func:`run_checks` returns the rows; the command prints them and exits 1 when one FAILs.
@@ -315,6 +316,21 @@ def _check_device(cfg, training_state: int, out: list[Check]) -> None:
                                        + (f"; {'; '.join(notes)}" if notes else "")))
 
 
+def _check_compile(cfg, out: list[Check]) -> None:
+    if not cfg.compile:
+        return
+    from muva.models.compile import CompileError, check_compile_toolchain  # lazy (torch): see the note at the top
+
+    device = "cuda" if _want_cuda(cfg)[0] else "cpu"
+    try:
+        check_compile_toolchain(device)
+    except CompileError as exc:
+        out.append(Check("compile", "FAIL", str(exc)))
+        return
+    out.append(Check("compile", "ok", f"torch.compile (mode {cfg.compile_mode}) has its toolchain on the {device}; "
+                                      "the first stage-2 step compiles (about a minute or more)"))
+
+
 def _check_output(cfg, out: list[Check]) -> None:
     folder = Path(cfg.output.dir)
     if folder.exists() and not folder.is_dir():
@@ -348,6 +364,7 @@ def run_checks(cfg) -> list[Check]:
     _check_grounding(cfg, train, out)
     _check_weights(cfg, out)
     _check_resources(cfg, train, target_images, out)
+    _check_compile(cfg, out)
     _check_output(cfg, out)
     return out
 

@@ -51,6 +51,7 @@ from muva.engine.trainer import TrainingInterrupted, unwrap
 from muva.evaluation import results_table, save_per_query
 from muva.models import build_model, save_model
 from muva.models.clip_loading import ensure_weights_obtainable
+from muva.models.compile import check_compile_toolchain
 from muva.utils.errors import RunInterrupted
 
 __all__ = ["Experiment", "train", "set_seed"]
@@ -128,6 +129,8 @@ class Experiment:
         prepare_run_folder(self.run_dir, self.resume, self.overwrite, delete=self.dist.is_main)
         barrier()
         ensure_weights_obtainable(cfg.model)  # before minutes of image scanning: unobtainable weights fail now
+        if cfg.compile:  # a missing compiler fails now too, not at the first stage-2 step
+            check_compile_toolchain(self.dist.device)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard,
                                 console=self.console)
         set_seed(cfg.seed)

@@ -17,7 +17,8 @@ The objective is ``Σ stage2.weights[name] · term(name)`` over the registered l
 
 A plugin adds a term with :func:`muva.losses.register_loss` (see :mod:`muva.losses.terms`);
 :func:`check_stage2_losses` refuses unknown names before training starts.
-The model is wrapped in DistributedDataParallel under torchrun (SyncBatchNorm on GPU).
+The model is wrapped in DistributedDataParallel under torchrun (SyncBatchNorm on GPU); with
+``compile: true`` the training forward runs through :func:`muva.models.compile.compile_model`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from muva.engine.schedulers import scheduler_from_config
 from muva.engine.stage_inputs import EvalPlan, StageInputs, StageResult, set_trainable
 from muva.engine.trainer import Trainer
 from muva.losses import LOSSES, LossContext, resolve_weights
+from muva.models.compile import compile_model
 
 __all__ = ["run_stage2", "Stage2Losses", "check_stage2_losses"]
 
@@ -122,9 +124,11 @@ def run_stage2(inp: StageInputs, evaluation: EvalPlan | None = None, resume_stat
                                     dist.world_size, dist.rank)
     loader = train_loader(inp.train_ds, sampler, sampler.local_batch_size, cfg.data.num_workers, dist.device.type)
     sie = bool(model.cfg.sie)
+    # compile: the training forward runs compiled; the model object (checkpoints, eval) is unchanged
+    forward = compile_model(train_model, cfg.compile_mode, dist.device) if cfg.compile else train_model
 
     def step(trainer, batch):
-        out = train_model(batch["image"], camids=batch["camid"] if sie else None)
+        out = forward(batch["image"], camids=batch["camid"] if sie else None)
         return losses(out, batch)
 
     labels_t = torch.as_tensor(labels, dtype=torch.long)

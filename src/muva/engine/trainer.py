@@ -178,12 +178,16 @@ class Trainer:
         with self.autocast():
             terms = self.step_fn(self, batch)
         total = sum(terms.values())
-        if not torch.isfinite(total):
-            raise TrainingDiverged(f"{self.name}: loss is {float(total)} at epoch {self.epoch + 1}, "
-                                   f"iteration {self.iter_in_epoch + 1} ({ {k: float(v) for k, v in terms.items()} }); "
-                                   "lower the learning rate or enable gradient clipping (optim.grad_clip)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        # one host synchronisation per step, once the backward pass is queued (a GPU keeps
+        # working meanwhile): the logged values, and the finiteness check before any update
+        values = torch.stack([v.detach().float() for v in terms.values()] + [total.detach().float()])
+        local = values.tolist()
+        if not math.isfinite(local[-1]):
+            raise TrainingDiverged(f"{self.name}: loss is {local[-1]} at epoch {self.epoch + 1}, "
+                                   f"iteration {self.iter_in_epoch + 1} ({ dict(zip(terms, local)) }); "
+                                   "lower the learning rate or enable gradient clipping (optim.grad_clip)")
         if self.grad_hook is not None:  # e.g. gradient all-reduce for modules not wrapped in DDP
             self.grad_hook(self)
         if self.grad_clip > 0:
@@ -194,11 +198,11 @@ class Trainer:
         self.scaler.update()
         self.iter_in_epoch += 1
         self.global_iter += 1
-        values = torch.stack([v.detach().float() for v in terms.values()] + [total.detach().float()])
         if self.world_size > 1 and torch.distributed.is_initialized():  # log the mean over all ranks
             torch.distributed.all_reduce(values)
             values /= self.world_size
-        losses = dict(zip([*terms.keys(), "total"], values.tolist()))
+            local = values.tolist()
+        losses = dict(zip([*terms.keys(), "total"], local))
         self.last_losses = losses
         self.call("after_step", losses)
         return losses

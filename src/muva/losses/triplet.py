@@ -30,14 +30,12 @@ def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: flo
     pos = same & ~eye
     neg = ~same
     valid = pos.any(1) & neg.any(1)
-    if not bool(valid.any()):
-        return features.sum() * 0.0
     d_ap = torch.where(pos, dist, torch.full_like(dist, -1.0)).max(1).values
     d_an = torch.where(neg, dist, torch.full_like(dist, float("inf"))).min(1).values
-    d_ap, d_an = d_ap[valid], d_an[valid]
-    if margin is None:
-        return F.softplus(d_ap - d_an).mean()
-    return F.relu(d_ap - d_an + margin).mean()
+    per = F.softplus(d_ap - d_an) if margin is None else F.relu(d_ap - d_an + margin)
+    # the mean over the valid anchors without reading anything back (no boolean indexing, no
+    # .item(): on a GPU either would stall the host every step); all invalid gives 0
+    return torch.where(valid, per, torch.zeros_like(per)).sum() / valid.sum().clamp_min(1)
 
 
 class TripletLoss(nn.Module):

@@ -34,6 +34,8 @@ __all__ = [
     "WeightsUnavailableError",
     "CheckpointMismatchError",
     "IDENTITY_KEYS",
+    "compile_model",
+    "CompileError",
 ]
 
 _LAZY = {
@@ -47,6 +49,8 @@ _LAZY = {
     "ModelFileError": "muva.models.io",
     "WeightsUnavailableError": "muva.models.clip_loading",
     "CheckpointMismatchError": "muva.models.clip_loading",
+    "compile_model": "muva.models.compile",
+    "CompileError": "muva.models.compile",
 }
 
 

@@ -24,10 +24,12 @@ from typing import Literal, Optional
 
 #: test-time resize filters (``test_interpolation``); training's is ``data.transforms.interpolation``.
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+#: ``torch.compile`` modes for the ``compile_mode`` key (see :mod:`muva.models.compile`).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 from muva.data.parts import DEFAULT_PARTS, PART_PHRASES, check_parts
 
-__all__ = ["ClipArch", "ModelConfig", "tiny_config", "NO_WEIGHTS", "LEGACY_MODEL_DEFAULTS"]
+__all__ = ["ClipArch", "ModelConfig", "tiny_config", "NO_WEIGHTS", "LEGACY_MODEL_DEFAULTS", "COMPILE_MODES"]
 
 #: what models saved before these options existed were built with (filled in by
 #: :func:`muva.models.load_model` when a saved config lacks the key).

@@ -10,7 +10,8 @@ Token order is ``[CLS, part_1 … part_R, patch_1 … patch_L]`` (N = 1 + R + L)
 
 The mask given to :func:`torch.nn.functional.scaled_dot_product_attention` is one
 additive tensor ``B×1×N×N`` (broadcast over heads; 0 = may attend, −inf = may not;
-with *online* gating the part↔patch entries are soft values in ``[−m, m]``).
+with *online* gating the part↔patch entries are soft values in ``[−m, m]``), gathered
+from the gate values by a fixed index (:func:`attention_mask_index`).
 
 A :class:`MaskPredictor` sits before every transformer layer: cross-attention with the
 part tokens as queries and the patch tokens as keys/values, a residual connection and a
@@ -31,6 +32,8 @@ __all__ = [
     "MaskPredictor",
     "part_patch_gate",
     "pseudo_gate",
+    "attention_mask_index",
+    "mask_constants",
     "build_attention_mask",
 ]
 
@@ -146,23 +149,57 @@ def pseudo_gate(masks: torch.Tensor, dtype: torch.dtype = torch.float32) -> torc
     return torch.where(keep, 0.0, NEG_INF).to(dtype)
 
 
-def build_attention_mask(gate: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def attention_mask_index(num_parts: int, num_patches: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Where every entry of the ``N×N`` attention mask comes from, as one index (N×N, long).
+
+    The mask is read out of one vector per sample, ``[gate[0, 0] … gate[R−1, L−1], 0, −inf]``
+    (the R·L part↔patch values, then the constants 0 and −inf): part row r / patch column l
+    and patch row l / part column r point at ``r·L + l``, the part↔part entries off the
+    diagonal at the −inf slot, everything else at the 0 slot.  Built once per model, it
+    turns the mask into two kernels per layer (a concatenation and one ``index_select``)
+    instead of a dozen small ones, and keeps the batch axis free (ONNX ``Gather``).
+    """
+    r, l = int(num_parts), int(num_patches)
+    n = 1 + r + l
+    zero, neg = r * l, r * l + 1
+    index = torch.full((n, n), zero, dtype=torch.long)
+    rows = torch.arange(r)[:, None] * l + torch.arange(l)[None, :]  # R×L positions of gate[r, l]
+    index[1 : 1 + r, 1 + r :] = rows
+    index[1 + r :, 1 : 1 + r] = rows.t()
+    index[1 : 1 + r, 1 : 1 + r] = neg
+    index[1 : 1 + r, 1 : 1 + r].fill_diagonal_(zero)
+    return index.to(device) if device is not None else index
+
+
+def mask_constants(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+    """The two constant slots ``[0, −inf]`` that :func:`attention_mask_index` points at."""
+    return torch.tensor([0.0, NEG_INF], dtype=dtype, device=device)
+
+
+def build_attention_mask(
+    gate: torch.Tensor,
+    dtype: torch.dtype | None = None,
+    index: torch.Tensor | None = None,
+    consts: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The additive attention mask ``B×1×N×N`` for ``[CLS, parts, patches]`` from ``gate`` B×R×L.
 
     ``gate`` holds the part↔patch additive values (0 / −inf, or soft); it is used for part
     rows → patch columns and, transposed, for patch rows → part columns.  Part tokens
-    never see each other; CLS sees and is seen by all.  (Built by concatenation, which
-    keeps the batch axis dynamic for ONNX export.)
+    never see each other; CLS sees and is seen by all.  Every entry is a copy of a gate
+    value or a constant, so the mask is exactly the one the rules describe, in ``dtype``
+    (default the gate's).
+
+    ``index`` is :func:`attention_mask_index` for the gate's R and L and ``consts``
+    :func:`mask_constants`, both made here when not given (the encoder keeps them as
+    buffers on its device: no host-to-device copy per layer).
     """
     b, r, l = gate.shape
     n = 1 + r + l
-    dtype = dtype or gate.dtype
-    gate = gate.to(dtype)
-    idx = torch.arange(r, device=gate.device)  # (no fill_diagonal_ / bool eye: both ONNX exporters and ORT take this)
-    eye = idx[:, None] == idx[None, :]
-    part_part = torch.where(eye, 0.0, NEG_INF).to(dtype)
-    zeros_col = gate.new_zeros(b, r, 1)
-    part_rows = torch.cat([zeros_col, part_part.expand(b, r, r), gate], dim=2)  # B×R×N
-    patch_rows = torch.cat([gate.new_zeros(b, l, 1), gate.transpose(1, 2), gate.new_zeros(b, l, l)], dim=2)  # B×L×N
-    cls_row = gate.new_zeros(b, 1, n)
-    return torch.cat([cls_row, part_rows, patch_rows], dim=1).unsqueeze(1)
+    if index is None:
+        index = attention_mask_index(r, l, gate.device)
+    gate = gate.to(dtype or gate.dtype)
+    if consts is None:
+        consts = mask_constants(gate.dtype, gate.device)
+    ext = torch.cat([gate.reshape(b, r * l), consts.to(gate.dtype).expand(b, 2)], dim=1)  # B×(R·L+2)
+    return ext.index_select(1, index.view(-1)).view(b, 1, n, n)

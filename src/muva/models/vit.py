@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from muva.models.masking import MaskPredictor, build_attention_mask, part_patch_gate, pseudo_gate
+from muva.models.masking import (MaskPredictor, attention_mask_index, build_attention_mask, mask_constants, part_patch_gate,
+                                 pseudo_gate)
 from muva.utils.geometry import patch_grid
 
 __all__ = ["MuvaVisionEncoder", "VisionOutput", "resize_pos_embed"]
@@ -152,6 +153,9 @@ class MuvaVisionEncoder(nn.Module):
                 MaskPredictor(self.width, self.num_patches, mask_heads, mlp_norm=mask_mlp_norm, qv_bias=mask_qv_bias)
                 for _ in range(self.num_layers)
             )
+            # where each attention-mask entry comes from (one gather per layer), kept on the model's device
+            self.register_buffer("mask_index", attention_mask_index(self.num_parts, self.num_patches), persistent=False)
+            self.register_buffer("mask_consts", mask_constants(), persistent=False)
         else:
             self.part_tokens = None
             self.mask_predictors = nn.ModuleList()
@@ -221,6 +225,10 @@ class MuvaVisionEncoder(nn.Module):
             logits, gating=self.gating, temperature=self.temperature, threshold=self.threshold, margin=self.margin
         )
 
+    def attention_mask(self, gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The B×1×N×N additive mask of the part↔patch values ``gate`` (B×R×L), in ``dtype``."""
+        return build_attention_mask(gate, dtype, self.mask_index, self.mask_consts)
+
     def check_masks(self, masks: torch.Tensor) -> None:
         want = (self.num_parts, self.num_patches)
         if masks.ndim != 3 or tuple(masks.shape[1:]) != want:
@@ -246,10 +254,14 @@ class MuvaVisionEncoder(nn.Module):
         """
         x = self.embed(images, camids)
         r = self.num_parts
+        # the mask is built in the dtype attention runs in (autocast's), not cast once per layer
+        dev = x.device.type
+        autocast = torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
+        attn_dtype = torch.get_autocast_dtype(dev) if autocast else x.dtype
         fixed = None
         if r and pseudo_masks is not None:
             self.check_masks(pseudo_masks)
-            fixed = build_attention_mask(pseudo_gate(pseudo_masks.to(x.device), dtype=x.dtype))
+            fixed = self.attention_mask(pseudo_gate(pseudo_masks.to(x.device), dtype=attn_dtype), attn_dtype)
         run_predictors = bool(r) and (fixed is None if predict_masks is None else predict_masks)
         if r and fixed is None and not run_predictors:
             raise ValueError("predict_masks=False needs pseudo_masks: the part tokens need masks from somewhere")
@@ -262,11 +274,14 @@ class MuvaVisionEncoder(nn.Module):
             queries = 1 + r if i == last else None
             mask = fixed
             if run_predictors:
-                inc = self.mask_predictors[i](x[:, 1 : 1 + r], x[:, 1 + r :])
+                # split (views; one concatenation in backward) rather than two slices (two
+                # zero-filled full-size gradients and their sum): the same numbers, fewer kernels
+                _, parts, patches = x.split((1, r, self.num_patches), dim=1)
+                inc = self.mask_predictors[i](parts, patches)
                 logits_acc = inc if logits_acc is None else logits_acc + inc
                 all_logits.append(logits_acc)
                 if fixed is None:
-                    mask = build_attention_mask(self._gate(logits_acc), x.dtype)
+                    mask = self.attention_mask(self._gate(logits_acc), attn_dtype)
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(self.block, blk, x, mask, queries, use_reentrant=False)
             else:
