@@ -108,7 +108,6 @@ def profile_step(step, device: torch.device, iters: int = 2, top: int = 8) -> di
     by_phase = Counter(_phase(e) for e in ops)
     syncs = sum(1 for e in aten if e.name in SYNC_OPS and _phase(e) != "optimizer")
     kernels = sum(1 for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     averages = [a for a in prof.key_averages() if a.key.startswith("aten::") or any(k in a.key for k in COMPILED_KERNELS)]
     key = (lambda a: getattr(a, "self_device_time_total", 0.0)) if device.type == "cuda" else (lambda a: a.self_cpu_time_total)
     averages.sort(key=key, reverse=True)
@@ -120,7 +119,7 @@ def profile_step(step, device: torch.device, iters: int = 2, top: int = 8) -> di
         "cuda_kernels": kernels / iters if device.type == "cuda" else None,
         "top": [(a.key if len(a.key) <= 60 else a.key[:57] + "…", a.count / iters, key(a) / iters / 1000.0)
                 for a in averages[:top]],
-        "sort": sort,
+        "unit": "GPU" if device.type == "cuda" else "CPU",
         "op_names": Counter(e.name for e in ops),
     }
 
@@ -146,7 +145,6 @@ def print_profiles(rows: list[tuple[str, str, dict]], iters: int) -> None:
             print(f"| {cfg} | **ratio {' / '.join(models)}** | {a['aten'] / b['aten']:.2f}× | **{a['ops'] / b['ops']:.2f}×**{extra} | | | | |"
                   + (" |" if cuda else ""))
     for cfg, model, p in rows:
-        unit = "GPU" if p["sort"].startswith("self_cuda") else "CPU"
-        print(f"\ntop operators by self {unit} time — {cfg} {model}\n\n| operator | calls/step | ms/step |\n|---|---|---|")
+        print(f"\ntop operators by self {p['unit']} time — {cfg} {model}\n\n| operator | calls/step | ms/step |\n|---|---|---|")
         for name, calls, ms in p["top"]:
             print(f"| {name} | {calls:.0f} | {ms:.2f} |")

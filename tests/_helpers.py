@@ -49,3 +49,15 @@ def trained_looking_bn(model):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 2.0)
     return model
+
+
+def tiny_checkpoint(path: Path, num_classes: int = 4, seed: int | None = 0) -> Path:
+    """A randomly initialised tiny MUVA model saved at ``path`` (weights from ``torch.manual_seed(seed)``;
+    ``None`` leaves the generator as it is); returns the file."""
+    import torch
+
+    from muva.models import build_model, save_model, tiny_config
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return save_model(build_model(tiny_config(), num_classes=num_classes), path)

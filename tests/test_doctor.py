@@ -194,9 +194,13 @@ def test_device_checks_against_a_gpu(setup, monkeypatch):
 def test_compile_toolchain_check(setup, monkeypatch):
     assert "compile" not in checks(setup)  # only with compile=true
     row = checks(setup, "device=cpu", "compile=true")["compile"]
-    import shutil
+    from muva.models.compile import CompileError, check_compile_toolchain
 
-    if any(shutil.which(n) for n in ("g++", "c++", "clang++")):
+    try:
+        check_compile_toolchain("cpu")
+    except CompileError:
+        assert row.status == "FAIL"
+    else:
         assert row.status == "ok" and row.detail.startswith("torch.compile (mode default) has its toolchain on the cpu")
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr("muva.models.compile.shutil.which", lambda name: None)

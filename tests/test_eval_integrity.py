@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import make_market
+from _helpers import make_market, tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,12 +27,9 @@ def muva(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def broken_target(tmp_path_factory):
     """A Market-layout target whose gallery holds one empty .jpg per query identity, in another camera."""
-    from muva.models import build_model, save_model, tiny_config
-
     logging.getLogger("muva.models").setLevel(logging.ERROR)
     tmp = tmp_path_factory.mktemp("integrity")
-    torch.manual_seed(0)
-    model = save_model(build_model(tiny_config(), num_classes=4), tmp / "run" / "model.safetensors")
+    model = tiny_checkpoint(tmp / "run" / "model.safetensors")
     data = make_market(tmp / "market", ids=8, cams=2)
     empty = [data / "bounding_box_test" / f"{pid:04d}_c3s1_000099_00.jpg" for pid in range(1, 9)]
     for path in empty:

@@ -159,9 +159,13 @@ def test_missing_toolchain_is_one_clear_error(monkeypatch):
 
 
 def _have_cxx() -> bool:
-    import shutil
+    from muva.models.compile import CompileError, check_compile_toolchain
 
-    return any(shutil.which(n) for n in ("g++", "c++", "clang++"))
+    try:
+        check_compile_toolchain("cpu")
+    except CompileError:
+        return False
+    return True
 
 
 needs_cxx = pytest.mark.skipif(not _have_cxx(), reason="torch.compile on the CPU needs a C++ compiler (g++)")

@@ -8,11 +8,10 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from _helpers import make_market
+from _helpers import make_market, tiny_checkpoint
 from muva.cli import app
 from muva.utils.featurefiles import load_features
 
@@ -22,12 +21,9 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from muva.models import build_model, save_model, tiny_config
-
     logging.getLogger("muva.models").setLevel(logging.ERROR)
     tmp = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    ckpt = save_model(build_model(tiny_config(), num_classes=4), tmp / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp / "tiny.safetensors")
     data = make_market(tmp / "market")
     (data / "bounding_box_test" / "0009_c1s1_000000_00.jpg").write_bytes(b"broken file")
     return tmp, ckpt, data

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _helpers import make_market
+from _helpers import make_market, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 NET_VARS = ("MUVA_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
@@ -109,13 +109,8 @@ def test_mllm_offline_flag_and_missing_folder(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory) -> dict:
     """A real tiny model (save_model) and broken copies: truncated, header overwritten, a few bytes only."""
-    import torch
-
-    from muva.models import build_model, save_model, tiny_config
-
     folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    good = save_model(build_model(tiny_config(), num_classes=4), folder / "good" / "model.safetensors")
+    good = tiny_checkpoint(folder / "good" / "model.safetensors")
     data = good.read_bytes()
     meta = good.with_suffix(".json").read_text()
     out = {"good": good}

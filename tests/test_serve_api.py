@@ -19,6 +19,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("faiss")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from _helpers import tiny_checkpoint  # noqa: E402
 from muva.serve.app import STATIC, create_app  # noqa: E402
 from muva.serve.gallery import JOURNAL, Gallery  # noqa: E402
 from muva.serve.limits import Limits  # noqa: E402
@@ -45,14 +46,9 @@ def _jpeg(im: Image.Image) -> bytes:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import torch
-
-    from muva.models import build_model, save_model, tiny_config
-
     logging.getLogger("muva.models").setLevel(logging.ERROR)
     tmp = tmp_path_factory.mktemp("serve")
-    torch.manual_seed(0)
-    ckpt = save_model(build_model(tiny_config(), num_classes=3), tmp / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp / "tiny.safetensors", num_classes=3)
     gallery = tmp / "gallery"
     gallery.mkdir()
     for pid in range(1, 4):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import tiny_checkpoint
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 TOKEN = "browser-test-token"
 
@@ -95,9 +97,7 @@ def synth_gallery(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from muva.models import build_model, save_model, tiny_config
-
-    return save_model(build_model(tiny_config(), num_classes=4), tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", seed=None)
 
 
 def make_app(model: Path, gallery: Path, state: Path, token: str | None = None):

@@ -7,11 +7,10 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from _helpers import make_market
+from _helpers import make_market, tiny_checkpoint
 from muva.cli import app
 from muva.utils.featurefiles import FeatureSet
 from muva.viz.masks import MaskLayout, mask_panel, overlay, patch_to_pixels, select_layers, PART_COLOURS
@@ -121,11 +120,8 @@ def test_mask_panel_size():
 
 
 def test_viz_cli(tmp_path):
-    from muva.models import build_model, save_model, tiny_config
-
     logging.getLogger("muva.models").setLevel(logging.ERROR)
-    torch.manual_seed(0)
-    ckpt = save_model(build_model(tiny_config(), num_classes=2), tmp_path / "m.safetensors")
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", num_classes=2)
     data = make_market(tmp_path / "market", ids=3, cams=2, train_per_cam=1, cam_shift=0, quality=75)
     feats = tmp_path / "feats"
     r = runner.invoke(app, ["extract", str(ckpt), str(data), "-o", str(feats)])

@@ -76,5 +76,4 @@ def compile_model(model: nn.Module, mode: str = "default", device: torch.device 
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CompileError(f"torch.compile failed ({first}); set compile=false to train without it") from None
 
-    forward.compiled = compiled  # the OptimizedModule (for inspection)
     return forward
